@@ -1,0 +1,7 @@
+"""tfssl: contrastive self-supervised learning of image representations in TensorFlow / Keras 3."""
+import os as _os
+
+# Keras 3 picks its backend at import time; tfssl is written for the TensorFlow backend.
+_os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+__version__ = "0.1.0"

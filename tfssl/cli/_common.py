@@ -1,0 +1,33 @@
+"""Shared CLI plumbing: user mistakes become one line on stderr and exit code 2."""
+import os
+import sys
+
+from absl import app, flags, logging
+
+USER_ERRORS = (ValueError, FileNotFoundError)
+
+
+def run_main(prog, main):
+    """Runs absl `main`; a `USER_ERRORS` exception prints `prog: error: message` and exits 2.
+
+    Set TFSSL_DEBUG=1 to get the full traceback instead.
+    """
+
+    def guarded(argv):
+        if len(argv) > 1:
+            print(f"{prog}: error: unexpected arguments {argv[1:]}; every option is a --flag", file=sys.stderr)
+            sys.exit(2)
+        if not flags.FLAGS["verbosity"].present:
+            # Library INFO lines (checkpoint sharding etc.) are noise here; --verbosity=0 brings them back.
+            logging.set_verbosity(logging.WARNING)
+        try:
+            main(argv)
+        except USER_ERRORS as error:
+            if os.environ.get("TFSSL_DEBUG"):
+                raise
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    app.run(guarded)

@@ -1,0 +1,31 @@
+"""tfssl-train: self-supervised pre-training driven by absl flags / flagfiles.
+
+  tfssl-train --flagfile=flags/simclr_fashion_mnist.flags --model_dir=runs/a
+
+Re-running the same command resumes from the newest checkpoint in --model_dir.
+"""
+from absl import flags
+
+import tfssl.cli  # noqa: F401  (quiet TF logs before TensorFlow loads)
+from tfssl.cli._common import run_main
+from tfssl.config import TrainConfig, define_flags, from_flags
+
+define_flags(flags)
+FLAGS = flags.FLAGS
+
+
+def main(_):
+    from tfssl.training import pretrain
+
+    config = from_flags(FLAGS, TrainConfig)
+    result = pretrain(config)
+    print(f"Done: step {result['step']}, checkpoint {result['checkpoint']}")
+    print(f"Logs: {config.model_dir}/metrics.csv, TensorBoard: tensorboard --logdir {config.model_dir}/tensorboard")
+
+
+def run():
+    run_main("tfssl-train", main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,145 @@
+"""The pre-training configuration: one dataclass shared by Python callers and the absl flags.
+
+Every field is a flag of `tfssl-train` with the same name (the flags are generated from this
+dataclass, so the two can never drift apart). `validate()` turns bad values into one-line errors.
+"""
+import dataclasses
+import json
+import math
+
+CHOICES = {
+    "encoder": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
+    "cifar_stem": ("auto", "true", "false"),
+    "optimizer": ("lars", "sgd", "adamw", "lamb"),
+    "lr_scaling": ("linear", "sqrt", "none"),
+    "blur": ("auto", "true", "false"),
+    "augment_on": ("host", "device"),
+    "strategy": ("default", "mirrored", "multi_worker", "tpu"),
+    "mixed_precision": ("none", "mixed_float16", "mixed_bfloat16"),
+}
+
+
+def _field(default, help_text, **extra):
+    return dataclasses.field(default=default, metadata={"help": help_text, **extra})
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Pre-training settings (see each field's help; the flagfiles in `flags/` are worked examples)."""
+
+    model_dir: str = _field("", "Run directory: checkpoints, TensorBoard logs, metrics.csv, flags.json.")
+    method: str = _field("simclr", "Self-supervised method (see tfssl.methods.METHODS).")
+    dataset: str = _field("fashion_mnist", "fashion_mnist, image_folder (root in --data_dir) or a TFDS name.")
+    data_dir: str = _field("", "Dataset files (Fashion-MNIST .gz files, image-folder root, or TFDS data_dir).")
+    train_split: str = _field("train", "Pre-training split, e.g. train or train[:5000].")
+    val_split: str = _field("validation", "Validation split (carved from train when the dataset has none).")
+    test_split: str = _field("test", "Test split: reported once by tfssl-eval, never used for selection.")
+    val_fraction: float = _field(0.1, "Fraction of train carved out as validation when there is none.")
+    image_size: int = _field(32, "Side of the square training crops, in pixels.")
+    encoder: str = _field("resnet18", "Backbone architecture (ResNet v1.5).")
+    width_multiplier: float = _field(1.0, "Channel width multiplier of the encoder.")
+    cifar_stem: str = _field("auto", "3x3 stride-1 stem without max-pool; auto = on for images <= 32 px.")
+    sync_bn: bool = _field(False, "Synchronise batch-norm statistics across replicas.")
+    batch_size: int = _field(256, "Global batch size (images per step over all replicas).")
+    epochs: int = _field(100, "Pre-training epochs (ignored when --train_steps > 0).")
+    train_steps: int = _field(0, "Total optimizer steps; 0 = epochs x steps per epoch.")
+    optimizer: str = _field("lars", "Optimizer.")
+    learning_rate: float = _field(0.3, "Base learning rate, scaled by --lr_scaling.")
+    lr_scaling: str = _field("linear", "linear: lr*B/256; sqrt: lr*sqrt(B) (SimCLR); none: lr as given.")
+    warmup_epochs: float = _field(10.0, "Linear warm-up length in epochs, then cosine decay to 0.")
+    weight_decay: float = _field(1e-6, "Weight decay (biases and batch-norm parameters excluded).")
+    momentum: float = _field(0.9, "Momentum of lars / sgd.")
+    temperature: float = _field(0.5, "Softmax temperature of the contrastive loss.")
+    proj_layers: int = _field(2, "Projection-head depth (SimCLR v1: 2, v2: 3).")
+    proj_dim: int = _field(128, "Projection output dimension.")
+    keep_proj_layer: int = _field(0, "Head layers kept for fine-tuning (SimCLRv2 selector; 0 = encoder output).")
+    color_jitter_strength: float = _field(1.0, "Colour-jitter strength s (0.5 for CIFAR-10, 1.0 for ImageNet).")
+    blur: str = _field("auto", "Gaussian blur p=0.5; auto = on only for images > 32 px.")
+    augment_on: str = _field("host", "Where views are made: host (tf.data) or device (inside train_step).")
+    strategy: str = _field("default", "tf.distribute strategy.")
+    tpu_address: str = _field("", "TPU name or address for --strategy=tpu.")
+    mixed_precision: str = _field("none", "Keras dtype policy for compute.")
+    jit_compile: bool = _field(False, "Compile the train step with XLA.")
+    seed: int = _field(0, "Seed of weights, shuffling and augmentation.")
+    checkpoint_every: int = _field(500, "Save a checkpoint every N steps (and at each epoch end).")
+    keep_checkpoints: int = _field(3, "How many recent checkpoints to keep.")
+    linear_probe: bool = _field(True, "Train the online stop-gradient linear probe when labels exist.")
+    log_every: int = _field(50, "Write TensorBoard scalars and a metrics.csv row every N steps.")
+
+    # Fields that define the network: a resumed run must not change them.
+    ARCHITECTURE_FIELDS = ("method", "encoder", "width_multiplier", "cifar_stem", "image_size",
+                           "proj_layers", "proj_dim")
+
+    def validate(self, num_replicas=1):
+        """Raises ValueError with a one-line message for the first invalid setting."""
+        from tfssl.data import check_dataset_name
+        from tfssl.methods import METHODS
+
+        if not self.model_dir:
+            raise ValueError("--model_dir is required: the directory for checkpoints and logs")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(sorted(METHODS))}")
+        check_dataset_name(self.dataset)
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"--{name}={getattr(self, name)!r} is not one of {', '.join(choices)}")
+        for name in ("image_size", "batch_size", "proj_layers", "proj_dim", "checkpoint_every",
+                     "keep_checkpoints", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
+        if self.train_steps < 0 or (self.train_steps == 0 and self.epochs <= 0):
+            raise ValueError("set --epochs > 0 or --train_steps > 0")
+        for name in ("width_multiplier", "learning_rate", "temperature"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"--{name} must be > 0, got {value}")
+        if self.weight_decay < 0 or self.warmup_epochs < 0 or self.color_jitter_strength < 0:
+            raise ValueError("--weight_decay, --warmup_epochs and --color_jitter_strength must be >= 0")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"--val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0 <= self.keep_proj_layer <= self.proj_layers:
+            raise ValueError(f"--keep_proj_layer must be in [0, --proj_layers={self.proj_layers}], "
+                             f"got {self.keep_proj_layer}")
+        if self.batch_size % num_replicas:
+            raise ValueError(f"--batch_size={self.batch_size} is not divisible by the {num_replicas} replicas "
+                             f"of --strategy={self.strategy}; use a multiple of {num_replicas}")
+
+    def resolved_cifar_stem(self):
+        return self.image_size <= 32 if self.cifar_stem == "auto" else self.cifar_stem == "true"
+
+    def resolved_blur(self):
+        return None if self.blur == "auto" else self.blur == "true"
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+
+def define_flags(flags_module, cls=TrainConfig, exclude=()):
+    """Defines one absl flag per dataclass field (enum flags for fields with fixed choices)."""
+    for field in dataclasses.fields(cls):
+        if field.name in exclude:
+            continue
+        help_text = field.metadata.get("help", field.name)
+        default = field.default
+        if field.name in CHOICES:
+            flags_module.DEFINE_enum(field.name, default, CHOICES[field.name], help_text)
+        elif field.type in (bool, "bool"):
+            flags_module.DEFINE_bool(field.name, default, help_text)
+        elif field.type in (int, "int"):
+            flags_module.DEFINE_integer(field.name, default, help_text)
+        elif field.type in (float, "float"):
+            flags_module.DEFINE_float(field.name, default, help_text)
+        else:
+            flags_module.DEFINE_string(field.name, default, help_text)
+
+
+def from_flags(flag_values, cls=TrainConfig):
+    """Builds the dataclass from parsed absl flag values."""
+    return cls(**{f.name: flag_values[f.name].value for f in dataclasses.fields(cls) if f.name in flag_values})

@@ -1,0 +1,88 @@
+"""Projection MLP placed on top of the encoder during pre-training.
+
+SimCLR v1 (Chen et al. 2020a) uses 2 layers; SimCLR v2 (Chen et al. 2020b, "Big Self-Supervised Models
+are Strong Semi-Supervised Learners") uses 3 layers with batch norm and fine-tunes from a middle layer
+of the head, which `keep_layer` selects.
+"""
+import keras
+
+
+@keras.saving.register_keras_serializable(package="tfssl")
+class ProjectionHead(keras.layers.Layer):
+    """MLP `h -> z`: (Dense -> BN -> ReLU) x (num_layers - 1), then Dense -> BN (no ReLU).
+
+    Args:
+      num_layers: number of Dense layers, >= 1.
+      output_dim: width of the last layer (the space the loss compares in).
+      hidden_dim: width of the hidden layers; None means the input width.
+      use_bn: batch norm after every Dense (biases are then redundant and dropped).
+      keep_layer: how many head layers the fine-tuning model keeps (SimCLRv2 selector): 0 = encoder
+        output only, k = output of the k-th layer (after its BN/ReLU). Must be in [0, num_layers].
+      sync_bn: synchronise batch-norm statistics across replicas.
+
+    Call:
+      `head(h, training)` with `h` `[B, D]` returns `z` `[B, output_dim]`.
+    """
+
+    def __init__(self, num_layers=2, output_dim=128, hidden_dim=None, use_bn=True, keep_layer=0,
+                 sync_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        if num_layers < 1:
+            raise ValueError(f"proj_layers must be >= 1, got {num_layers}")
+        if output_dim < 1:
+            raise ValueError(f"proj_dim must be >= 1, got {output_dim}")
+        if not 0 <= keep_layer <= num_layers:
+            raise ValueError(f"keep_proj_layer must be between 0 and proj_layers={num_layers}, got {keep_layer}")
+        self.num_layers = num_layers
+        self.output_dim = output_dim
+        self.hidden_dim = hidden_dim
+        self.use_bn = use_bn
+        self.keep_layer = keep_layer
+        self.sync_bn = sync_bn
+        self.blocks = []
+
+    def build(self, input_shape):
+        width = self.hidden_dim or int(input_shape[-1])
+        for i in range(self.num_layers):
+            last = i == self.num_layers - 1
+            block = [keras.layers.Dense(self.output_dim if last else width, use_bias=not self.use_bn,
+                                        name=f"dense{i}")]
+            if self.use_bn:
+                # The last BN has no beta: a shift of z is irrelevant after L2 normalisation.
+                block.append(keras.layers.BatchNormalization(center=not last, momentum=0.9, epsilon=1e-5,
+                                                             synchronized=self.sync_bn, name=f"bn{i}"))
+            if not last:
+                block.append(keras.layers.ReLU(name=f"relu{i}"))
+            self.blocks.append(block)
+        shape = tuple(input_shape)
+        for block in self.blocks:
+            for layer in block:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+        self.built = True
+
+    def layer_outputs(self, h, training=None):
+        """Returns `[h, out_1, ..., out_L]`: the input and every layer's output."""
+        outputs = [h]
+        x = h
+        for block in self.blocks:
+            for layer in block:
+                x = layer(x, training=training) if isinstance(layer, keras.layers.BatchNormalization) else layer(x)
+            outputs.append(x)
+        return outputs
+
+    def call(self, h, training=None):
+        return self.layer_outputs(h, training=training)[-1]
+
+    def kept_output(self, h, training=None):
+        """The representation SimCLRv2 fine-tunes from: output of layer `keep_layer` (0 = `h`)."""
+        return self.layer_outputs(h, training=training)[self.keep_layer]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.output_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_layers=self.num_layers, output_dim=self.output_dim, hidden_dim=self.hidden_dim,
+                      use_bn=self.use_bn, keep_layer=self.keep_layer, sync_bn=self.sync_bn)
+        return config

@@ -1,0 +1,138 @@
+"""What every self-supervised method shares: views, the online probe, metrics, gradients, EMA.
+
+A method subclass owns only its own parts and its `train_step`, which should read like the paper's
+pseudocode: make views -> encode -> extract representations -> loss -> `apply_gradients`.
+"""
+import keras
+import tensorflow as tf
+
+from tfssl.augment import to_float_rgb
+from tfssl.distribute import replica_id_and_count
+
+
+@keras.saving.register_keras_serializable(package="tfssl")
+class SSLMethod(keras.Model):
+    """Base class of all tfssl methods.
+
+    Input batches are either `(view1, view2, labels)` (augmented on the host, in tf.data) or
+    `(images, labels)` (augmented here, on the device, with `augment`). Labels are int, -1 when
+    unlabelled; they feed only the online linear probe, which sees stop-gradient encoder features
+    (Chen et al. 2020, appendix B.6), so it measures the representation without shaping it.
+
+    Args:
+      encoder: backbone `keras.Model`, images `[B, S, S, C]` in [0, 1] -> features `[B, D]`; this is
+        what `tfssl-export` exports.
+      augment: view recipe `augment(images, seed) -> views` for device-side augmentation, or None when
+        views arrive already augmented.
+      num_classes: classes of the online probe (None or 0: no probe).
+      linear_probe: train the online stop-gradient linear probe when labels exist.
+      seed: base seed of the device-side augmentation.
+    """
+
+    metric_names = ("loss",)
+
+    def __init__(self, encoder, augment=None, num_classes=None, linear_probe=True, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.augment = augment
+        self.num_classes = num_classes or None
+        self.linear_probe = bool(linear_probe and self.num_classes)
+        self.seed = int(seed)
+        self.probe = keras.layers.Dense(self.num_classes, name="probe") if self.linear_probe else None
+        names = list(self.metric_names) + (["probe_loss", "probe_acc"] if self.linear_probe else [])
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, images, training=False):
+        """Embeds images with the encoder (what `predict` returns)."""
+        return self.encoder(images, training=training)
+
+    def build_heads(self):
+        """Creates every variable (so checkpoints restore and optimizers build before step 1)."""
+        dim = int(self.encoder.output.shape[-1])
+        if self.probe is not None and not self.probe.built:
+            self.probe.build((None, dim))
+
+    # ---- views -------------------------------------------------------------------------------
+    def views(self, data):
+        """Returns `(view1, view2, labels)` from a host- or device-augmented batch."""
+        if len(data) == 3:
+            view1, view2, labels = data
+            return view1, view2, labels
+        images, labels = data
+        if self.augment is None:
+            raise ValueError("batches of (images, labels) need an `augment` recipe for device-side augmentation")
+        images = to_float_rgb(images)
+        replica_id, num_replicas = replica_id_and_count()
+        # A fresh, reproducible seed per (step, replica, view): resuming at step s replays the same views.
+        counter = (tf.cast(self.optimizer.iterations, tf.int32) * num_replicas + replica_id) * 2
+        view1 = self.augment(images, tf.stack([self.seed, counter]))
+        view2 = self.augment(images, tf.stack([self.seed, counter + 1]))
+        return view1, view2, labels
+
+    # ---- shared pieces of train_step -----------------------------------------------------------
+    def probe_loss(self, features, labels):
+        """Cross-entropy of the online linear probe on stop-gradient `features` `[n, D]`.
+
+        Unlabelled examples (label < 0) are masked out. Scaled like the contrastive loss (divided by
+        the number of replicas) so that summed replica gradients equal the global-batch gradient.
+        """
+        if self.probe is None:
+            return tf.constant(0.0)
+        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        logits = tf.cast(self.probe(tf.stop_gradient(features)), tf.float32)
+        labelled = tf.cast(labels >= 0, tf.float32)
+        per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.maximum(labels, 0), logits=logits) * labelled
+        _, num_replicas = replica_id_and_count()
+        loss = tf.reduce_sum(per_example) / tf.cast(tf.size(labels) * num_replicas, tf.float32)
+        hits = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels), tf.float32)
+        count = tf.reduce_sum(labelled)
+        self.trackers["probe_acc"].update_state(
+            tf.math.divide_no_nan(tf.reduce_sum(hits * labelled), count), sample_weight=count)
+        self.trackers["probe_loss"].update_state(
+            tf.math.divide_no_nan(tf.reduce_sum(per_example), count), sample_weight=count)
+        return loss
+
+    def apply_gradients(self, tape, loss, variables=None):
+        """Backpropagates `loss` (loss-scaled under mixed float16) and applies one optimizer step."""
+        variables = self.trainable_variables if variables is None else variables
+        grads = tape.gradient(self.optimizer.scale_loss(loss), variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+
+    def update_metrics(self, **values):
+        """Updates the named trackers and returns every tracker's current result."""
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    @staticmethod
+    def momentum_update(online_variables, target_variables, momentum):
+        """EMA update `target <- momentum * target + (1 - momentum) * online` (MoCo, BYOL)."""
+        for online, target in zip(online_variables, target_variables):
+            target.assign(momentum * target + (1.0 - momentum) * tf.cast(online, target.dtype))
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "augment": self.augment.get_config() if self.augment is not None else None,
+            "num_classes": self.num_classes,
+            "linear_probe": self.linear_probe,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        from tfssl.augment import SimCLRAugment
+
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        if config.get("augment") is not None:
+            config["augment"] = SimCLRAugment(**config["augment"])
+        if config.get("projector") is not None:
+            config["projector"] = keras.saving.deserialize_keras_object(config["projector"])
+        return cls(**config)

@@ -1,0 +1,232 @@
+"""Pre-training loop: strategy, data, model, optimizer, checkpoints, logs, resume.
+
+`pretrain(config)` is everything `tfssl-train` does; the CLI only parses flags. The loop is our own
+(not `model.fit`) so that a run can resume mid-epoch at the exact step it was checkpointed at; the
+model is still a plain `keras.Model` whose `train_step` also works with `fit`.
+"""
+import csv
+import math
+import os
+import signal
+import sys
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from tfssl import distribute
+from tfssl.config import TrainConfig
+from tfssl.data import load_split
+from tfssl.data.pipeline import pretrain_dataset
+from tfssl.methods import build_method
+from tfssl.optim import WarmupCosine, build_optimizer, scale_learning_rate
+
+FLAGS_FILE = "flags.json"
+METRICS_FILE = "metrics.csv"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def write_text_atomic(path, text):
+    """Writes a file via a temporary file and rename, so readers never see half of it."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load_run_config(model_dir):
+    """The `TrainConfig` saved beside a run (raises FileNotFoundError with a hint if absent)."""
+    path = os.path.join(model_dir, FLAGS_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {model_dir!r} a tfssl-train --model_dir?")
+    with open(path) as f:
+        return TrainConfig.from_json(f.read())
+
+
+def _check_resume_compatible(config):
+    path = os.path.join(config.model_dir, FLAGS_FILE)
+    if not os.path.exists(path) or tf.train.latest_checkpoint(os.path.join(config.model_dir, CHECKPOINT_DIR)) is None:
+        return
+    saved = load_run_config(config.model_dir)
+    for name in TrainConfig.ARCHITECTURE_FIELDS:
+        if getattr(saved, name) != getattr(config, name):
+            raise ValueError(f"--{name}={getattr(config, name)!r} differs from the checkpointed run's "
+                             f"{getattr(saved, name)!r} in {config.model_dir}; use a new --model_dir")
+
+
+def set_precision_policy(name):
+    keras.mixed_precision.set_global_policy("float32" if name == "none" else name)
+
+
+def build_training(config, strategy, num_classes, steps_per_epoch, total_steps):
+    """Model, LR schedule and optimizer for `config`, created under `strategy`'s scope."""
+    lr = scale_learning_rate(config.learning_rate, config.batch_size, config.lr_scaling)
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    schedule = WarmupCosine(lr, total_steps=total_steps, warmup_steps=min(warmup, total_steps))
+    with strategy.scope():
+        model = build_method(config, num_classes=num_classes)
+        optimizer = build_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay,
+                                    momentum=config.momentum)
+        if config.mixed_precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+        optimizer.build(model.trainable_variables)
+    return model, schedule
+
+
+class _MetricsLog:
+    """metrics.csv (one row per logged step) and TensorBoard scalars, consistent across resumes."""
+
+    def __init__(self, model_dir, names, resumed_step):
+        self.path = os.path.join(model_dir, METRICS_FILE)
+        self.columns = ["step", "epoch", "learning_rate", *names, "elapsed_s"]
+        rows = []
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                # Steps after the restored checkpoint will be trained again: drop their old rows.
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_step]
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard"))
+
+    def write(self, step, epoch, values):
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.columns, extrasaction="ignore").writerow(
+                {"step": step, "epoch": epoch, **{k: f"{v:.6g}" for k, v in values.items()}})
+        with self.writer.as_default(step=step):
+            for name, value in values.items():
+                if name != "elapsed_s":
+                    tf.summary.scalar(f"train/{name}", value)
+        self.writer.flush()
+
+
+def _make_step_function(model, strategy, jit_compile):
+    step = tf.function(model.train_step, jit_compile=True) if jit_compile else model.train_step
+
+    @tf.function
+    def run_one(iterator):
+        outputs = strategy.run(step, args=(next(iterator),))
+        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
+
+    return run_one
+
+
+def pretrain(config, verbose=1):
+    """Pre-trains `config.method` and returns its final metrics.
+
+    Re-running with the same `model_dir` resumes from the newest checkpoint: weights, optimizer slots,
+    step, epoch and position within the epoch (the data order is a function of seed and epoch).
+
+    Args:
+      config: `TrainConfig`.
+      verbose: 1 = progress bar per epoch (a log line every `log_every` steps when not a terminal),
+        0 = silent.
+
+    Returns:
+      dict with `step`, `epoch`, `model_dir`, `checkpoint` and the last logged metric values.
+    """
+    strategy = distribute.build_strategy(config.strategy, config.tpu_address)
+    config.validate(num_replicas=strategy.num_replicas_in_sync)
+    _check_resume_compatible(config)
+    os.makedirs(config.model_dir, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    set_precision_policy(config.mixed_precision)
+
+    split = load_split(config.dataset, config.train_split, data_dir=config.data_dir or None,
+                       image_size=None if config.dataset == "fashion_mnist" else config.image_size,
+                       val_fraction=config.val_fraction, seed=config.seed)
+    steps_per_epoch = split.num_examples // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"--batch_size={config.batch_size} is larger than the {split.num_examples} examples "
+                         f"of {config.dataset}:{config.train_split}")
+    total_steps = config.train_steps or config.epochs * steps_per_epoch
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+
+    model, schedule = build_training(config, strategy, split.num_classes, steps_per_epoch, total_steps)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(config.model_dir, CHECKPOINT_DIR),
+                                         max_to_keep=config.keep_checkpoints)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    step = int(model.optimizer.iterations.numpy())
+    if verbose and step:
+        print(f"Resuming from {manager.latest_checkpoint} at step {step}/{total_steps}")
+    write_text_atomic(os.path.join(config.model_dir, FLAGS_FILE), config.to_json())
+
+    host_augment = None
+    if config.augment_on == "host":
+        from tfssl.augment import SimCLRAugment
+        host_augment = SimCLRAugment(config.image_size, color_jitter_strength=config.color_jitter_strength,
+                                     blur=config.resolved_blur())
+    run_one = _make_step_function(model, strategy, config.jit_compile)
+    names = [m.name for m in model.metrics]
+    log = _MetricsLog(config.model_dir, names, step)
+    interactive = sys.stdout.isatty()
+    values, start = {}, time.time()
+
+    def save(reason):
+        path = manager.save(checkpoint_number=step)
+        logging.info("checkpoint %s (%s)", path, reason)
+        return path
+
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
+    if previous_sigterm in (signal.SIG_DFL, None):
+        # A scheduler's SIGTERM (pre-emption) becomes KeyboardInterrupt, so the checkpoint below is written.
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        for epoch in range(step // steps_per_epoch, num_epochs):
+            done_in_epoch = step - epoch * steps_per_epoch
+            steps_this_epoch = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
+            for metric in model.metrics:
+                metric.reset_state()
+            ds = pretrain_dataset(split, config.batch_size, epoch=epoch, seed=config.seed,
+                                  augment=host_augment, skip_batches=done_in_epoch)
+            iterator = iter(strategy.experimental_distribute_dataset(ds))
+            if verbose:
+                print(f"Epoch {epoch + 1}/{num_epochs}")
+                bar = keras.utils.Progbar(steps_this_epoch, stateful_metrics=names + ["learning_rate"],
+                                          verbose=1 if interactive else 2)
+            for index in range(done_in_epoch, steps_this_epoch):
+                lr = float(schedule(step))
+                outputs = run_one(iterator)
+                step += 1
+                values = {k: float(v) for k, v in outputs.items()}
+                values["learning_rate"] = lr
+                if verbose:
+                    bar.update(index + 1, list(values.items()))
+                if step % config.log_every == 0 or step == total_steps:
+                    log.write(step, epoch, {**values, "elapsed_s": time.time() - start})
+                    if verbose and not interactive:
+                        print(f"  step {step}/{total_steps} " +
+                              " ".join(f"{k}={v:.4g}" for k, v in values.items()), flush=True)
+                if step % config.checkpoint_every == 0:
+                    save("periodic")
+            save("end of epoch")
+    except KeyboardInterrupt:
+        path = save("interrupted")
+        print(f"\nInterrupted at step {step}; saved {path}. Re-run the same command to resume.", flush=True)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    return {"step": step, "epoch": num_epochs, "model_dir": config.model_dir,
+            "checkpoint": manager.latest_checkpoint, **values}
+
+
+def restore_model(model_dir, checkpoint=None):
+    """Rebuilds a run's model from its flags.json and restores its newest (or the given) checkpoint.
+
+    Returns:
+      `(model, config, checkpoint_path)`; the model is built on the default strategy, float32.
+    """
+    config = load_run_config(model_dir)
+    path = checkpoint or tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
+    if path is None:
+        raise FileNotFoundError(f"no checkpoint in {os.path.join(model_dir, CHECKPOINT_DIR)}: train first")
+    keras.mixed_precision.set_global_policy("float32")
+    # Only what evaluation and export need: no probe, weights of every other part restored.
+    model = build_method(config, num_classes=None)
+    tf.train.Checkpoint(model=model).restore(path).expect_partial()
+    return model, config, path
