@@ -15,3 +15,17 @@ try:
     )
 except RuntimeError:
     pass  # devices already initialised by an earlier import; tests needing 2 devices check for it
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def two_replica_strategy():
+    """One MirroredStrategy over the two logical CPUs for the whole session.
+
+    Strategies using collective all-reduce in one process start their collective keys at the same
+    values and collide, so every distributed test shares this one instance.
+    """
+    devices = tf.config.list_logical_devices("CPU")
+    assert len(devices) >= 2, "two logical CPU devices are needed (see the top of tests/conftest.py)"
+    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
