@@ -102,6 +102,9 @@ class TrainConfig:
         if not 0 <= self.keep_proj_layer <= self.proj_layers:
             raise ValueError(f"--keep_proj_layer must be in [0, --proj_layers={self.proj_layers}], "
                              f"got {self.keep_proj_layer}")
+        if self.jit_compile and self.augment_on == "device":
+            raise ValueError("--jit_compile needs --augment_on=host: the crop op of device-side augmentation "
+                             "(tf.image.crop_and_resize) has no XLA kernel")
         if self.batch_size % num_replicas:
             raise ValueError(f"--batch_size={self.batch_size} is not divisible by the {num_replicas} replicas "
                              f"of --strategy={self.strategy}; use a multiple of {num_replicas}")

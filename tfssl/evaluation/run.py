@@ -5,6 +5,7 @@ regularisation is selected on the validation split and the test split is scored 
 """
 import json
 import os
+import sys
 import time
 
 import keras
@@ -42,8 +43,9 @@ def split_features(embed, tag, config, cache_dir, batch_size=256, verbose=1):
         cache = os.path.join(cache_dir, f"features_{tag}_{safe}.npz")
         if verbose:
             print(f"  features: {tag} {config.dataset}:{split_name} ({split.num_examples} images)")
+        # A progress bar only on a terminal: in a log file it is thousands of redrawn lines.
         out[key] = extract_features(embed, split.dataset, config.image_size, batch_size=batch_size,
-                                    cache_path=cache, verbose=verbose)
+                                    cache_path=cache, verbose=verbose and sys.stdout.isatty())
     return out, num_classes
 
 
