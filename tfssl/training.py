@@ -146,7 +146,10 @@ def pretrain(config, verbose=1):
     num_epochs = math.ceil(total_steps / steps_per_epoch)
 
     model, schedule = build_training(config, strategy, split.num_classes, steps_per_epoch, total_steps)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    # Metric trackers hold the epoch's running means: checkpointing them makes a resumed epoch log
+    # exactly what an uninterrupted one would.
+    metric_state = [v for metric in model.metrics for v in metric.variables]
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, metric_state=metric_state)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(config.model_dir, CHECKPOINT_DIR),
                                          max_to_keep=config.keep_checkpoints)
     if manager.latest_checkpoint:
@@ -180,8 +183,9 @@ def pretrain(config, verbose=1):
         for epoch in range(step // steps_per_epoch, num_epochs):
             done_in_epoch = step - epoch * steps_per_epoch
             steps_this_epoch = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
-            for metric in model.metrics:
-                metric.reset_state()
+            if done_in_epoch == 0:
+                for metric in model.metrics:
+                    metric.reset_state()
             ds = pretrain_dataset(split, config.batch_size, epoch=epoch, seed=config.seed,
                                   augment=host_augment, skip_batches=done_in_epoch)
             iterator = iter(strategy.experimental_distribute_dataset(ds))
