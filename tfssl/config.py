@@ -124,23 +124,32 @@ class TrainConfig:
         return cls(**{k: v for k, v in json.loads(text).items() if k in known})
 
 
-def define_flags(flags_module, cls=TrainConfig, exclude=()):
-    """Defines one absl flag per dataclass field (enum flags for fields with fixed choices)."""
+def define_flags(flag_values=None, cls=TrainConfig, exclude=()):
+    """Defines one absl flag per dataclass field (enum flags for fields with fixed choices).
+
+    Args:
+      flag_values: an `absl.flags.FlagValues` (default: the global `flags.FLAGS`).
+      cls: the dataclass whose fields become flags.
+      exclude: field names not to define.
+    """
+    from absl import flags
+
+    flag_values = flags.FLAGS if flag_values is None else flag_values
     for field in dataclasses.fields(cls):
         if field.name in exclude:
             continue
-        help_text = field.metadata.get("help", field.name)
-        default = field.default
+        args = dict(name=field.name, default=field.default, help=field.metadata.get("help", field.name),
+                    flag_values=flag_values)
         if field.name in CHOICES:
-            flags_module.DEFINE_enum(field.name, default, CHOICES[field.name], help_text)
+            flags.DEFINE_enum(enum_values=CHOICES[field.name], **args)
         elif field.type in (bool, "bool"):
-            flags_module.DEFINE_bool(field.name, default, help_text)
+            flags.DEFINE_bool(**args)
         elif field.type in (int, "int"):
-            flags_module.DEFINE_integer(field.name, default, help_text)
+            flags.DEFINE_integer(**args)
         elif field.type in (float, "float"):
-            flags_module.DEFINE_float(field.name, default, help_text)
+            flags.DEFINE_float(**args)
         else:
-            flags_module.DEFINE_string(field.name, default, help_text)
+            flags.DEFINE_string(**args)
 
 
 def from_flags(flag_values, cls=TrainConfig):
