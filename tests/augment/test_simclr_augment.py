@@ -96,13 +96,6 @@ def test_bad_seed_shape_raises():
         SimCLRAugment(8)(tf.zeros([1, 8, 8, 3]), tf.constant([1, 2, 3]))
 
 
-def _two_cpu_strategy():
-    cpus = tf.config.list_logical_devices("CPU")
-    if len(cpus) < 2:
-        pytest.skip("needs the two logical CPUs configured in tests/conftest.py")
-    return tf.distribute.MirroredStrategy([d.name for d in cpus[:2]])
-
-
 def _summary(views):
     """Statistics of a set of views: pixel mean/std, per-channel mean, gray fraction."""
     return {
@@ -114,8 +107,8 @@ def _summary(views):
     }
 
 
-def test_host_and_device_paths_agree_in_distribution(rng):
-    strategy = _two_cpu_strategy()
+def test_host_and_device_paths_agree_in_distribution(rng, two_replica_strategy):
+    strategy = two_replica_strategy
     aug = SimCLRAugment(40, blur=True)  # 40 px: blur kernel 5 is exercised
     pool = rng.uniform(size=(32, 40, 40, 3)).astype(np.float32)
     pool[..., 0] *= 0.6  # a colour cast that jitter/grayscale visibly change
@@ -152,8 +145,8 @@ def test_host_and_device_paths_agree_in_distribution(rng):
     assert abs(h["channel_means"][0] - pool[..., 0].mean()) > 0.02 or abs(h["std"] - pool.std()) > 0.02
 
 
-def test_replicas_with_the_same_seed_draw_different_parameters(rng):
-    strategy = _two_cpu_strategy()
+def test_replicas_with_the_same_seed_draw_different_parameters(rng, two_replica_strategy):
+    strategy = two_replica_strategy
     aug = SimCLRAugment(8)
     same = np.repeat(rng.uniform(size=(1, 8, 8, 3)).astype(np.float32), 4, axis=0)
     values = strategy.experimental_distribute_values_from_function(lambda ctx: tf.constant(same))

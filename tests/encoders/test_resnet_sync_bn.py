@@ -13,13 +13,6 @@ from tfssl.encoders import build_encoder
 BATCH, SIZE, WIDTH = 4, 8, 0.125
 
 
-def _strategy():
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("needs the 2 logical CPU devices from tests/conftest.py")
-    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
-
-
 def _np_conv3x3_same(x, kernel):
     xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     h, w = x.shape[1:3]
@@ -54,8 +47,8 @@ def _replica_values(variable, strategy):
 
 
 @pytest.mark.parametrize("sync_bn", [True, False])
-def test_sync_bn_statistics_equal_full_batch_statistics(sync_bn):
-    strategy = _strategy()
+def test_sync_bn_statistics_equal_full_batch_statistics(sync_bn, two_replica_strategy):
+    strategy = two_replica_strategy
     images = np.random.RandomState(0).rand(BATCH, SIZE, SIZE, 3).astype("float32")
     # The two halves get different brightness so per-half statistics clearly differ from the full batch.
     images[BATCH // 2 :] *= 3.0
