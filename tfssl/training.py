@@ -68,10 +68,9 @@ def build_training(config, strategy, num_classes, steps_per_epoch, total_steps):
         model = build_method(config, num_classes=num_classes)
         optimizer = build_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay,
                                     momentum=config.momentum)
-        if config.mixed_precision == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        # Under mixed_float16, compile() wraps the optimizer in a LossScaleOptimizer (auto_scale_loss).
         model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
-        optimizer.build(model.trainable_variables)
+        model.optimizer.build(model.trainable_variables)
     return model, schedule
 
 

@@ -23,7 +23,9 @@ def run_main(prog, main):
         try:
             main(argv)
         except USER_ERRORS as error:
-            if os.environ.get("TFSSL_DEBUG"):
+            # Our argument checks say what is wrong in one line; a multi-line message comes from deep
+            # inside TensorFlow and is a bug, whose traceback is worth more than a tidy exit.
+            if os.environ.get("TFSSL_DEBUG") or "\n" in str(error).strip():
                 raise
             print(f"{prog}: error: {error}", file=sys.stderr)
             sys.exit(2)

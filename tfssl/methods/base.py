@@ -100,7 +100,10 @@ class SSLMethod(keras.Model):
     def apply_gradients(self, tape, loss, variables=None):
         """Backpropagates `loss` (loss-scaled under mixed float16) and applies one optimizer step."""
         variables = self.trainable_variables if variables is None else variables
-        grads = tape.gradient(self.optimizer.scale_loss(loss), variables)
+        # d(scale * loss) = scale * d(loss): seeding backprop with the loss scale needs nothing recorded
+        # on the (already closed) tape. The scale is 1 unless the optimizer is a LossScaleOptimizer.
+        scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), loss.dtype)
+        grads = tape.gradient(loss, variables, output_gradients=scale)
         self.optimizer.apply_gradients(zip(grads, variables))
 
     def update_metrics(self, **values):
