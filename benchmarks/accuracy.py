@@ -56,15 +56,12 @@ def supervised_baseline(config, epochs, cache_dir):
     import tensorflow as tf
 
     from tfssl.augment import SimCLRAugment, center_resize
-    from tfssl.data import load_split
     from tfssl.methods import build_encoder_from_config
 
     keras.mixed_precision.set_global_policy(
         "float32" if config.mixed_precision == "none" else config.mixed_precision)
     keras.utils.set_random_seed(config.seed + 2)
-    train = load_split("fashion_mnist", config.train_split, val_fraction=config.val_fraction, seed=config.seed)
-    val = load_split("fashion_mnist", config.val_split, val_fraction=config.val_fraction, seed=config.seed)
-    test = load_split("fashion_mnist", config.test_split, val_fraction=config.val_fraction, seed=config.seed)
+    train, val, test = (config.load_split(s) for s in (config.train_split, config.val_split, config.test_split))
     encoder = build_encoder_from_config(config)
     classifier = keras.Sequential([encoder, keras.layers.Dense(train.num_classes, dtype="float32")])
     # Mild augmentation (crops of >= 50% area, flips): the usual supervised recipe, not SimCLR's.

@@ -19,6 +19,10 @@ CHOICES = {
 }
 
 
+# Seed of the train / validation carve for datasets without a validation split (see load_split).
+SPLIT_SEED = 0
+
+
 def _field(default, help_text, **extra):
     return dataclasses.field(default=default, metadata={"help": help_text, **extra})
 
@@ -108,6 +112,18 @@ class TrainConfig:
         if self.batch_size % num_replicas:
             raise ValueError(f"--batch_size={self.batch_size} is not divisible by the {num_replicas} replicas "
                              f"of --strategy={self.strategy}; use a multiple of {num_replicas}")
+
+    def load_split(self, split):
+        """Loads one split of this config's dataset (`split` like "train", "validation[:10%]").
+
+        The validation carve uses the fixed `SPLIT_SEED`, not `--seed`, so runs with different seeds
+        (and evaluations of exported encoders) are all scored on the same validation examples.
+        """
+        from tfssl.data import load_split
+
+        return load_split(self.dataset, split, data_dir=self.data_dir or None,
+                          image_size=None if self.dataset == "fashion_mnist" else self.image_size,
+                          val_fraction=self.val_fraction, seed=SPLIT_SEED)
 
     def resolved_cifar_stem(self):
         return self.image_size <= 32 if self.cifar_stem == "auto" else self.cifar_stem == "true"

@@ -17,7 +17,6 @@ from absl import logging
 
 from tfssl import distribute
 from tfssl.config import TrainConfig
-from tfssl.data import load_split
 from tfssl.data.pipeline import pretrain_dataset
 from tfssl.methods import build_method
 from tfssl.optim import WarmupCosine, build_optimizer, scale_learning_rate
@@ -134,9 +133,7 @@ def pretrain(config, verbose=1):
     keras.utils.set_random_seed(config.seed)
     set_precision_policy(config.mixed_precision)
 
-    split = load_split(config.dataset, config.train_split, data_dir=config.data_dir or None,
-                       image_size=None if config.dataset == "fashion_mnist" else config.image_size,
-                       val_fraction=config.val_fraction, seed=config.seed)
+    split = config.load_split(config.train_split)
     steps_per_epoch = split.num_examples // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"--batch_size={config.batch_size} is larger than the {split.num_examples} examples "

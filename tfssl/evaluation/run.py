@@ -11,7 +11,6 @@ import time
 import keras
 import numpy as np
 
-from tfssl.data import load_split
 from tfssl.evaluation import evaluate_features, extract_features
 from tfssl.training import restore_model, write_text_atomic
 
@@ -33,9 +32,7 @@ def split_features(embed, tag, config, cache_dir, batch_size=256, verbose=1):
     """
     out, num_classes = {}, None
     for key, split_name in (("train", config.train_split), ("val", config.val_split), ("test", config.test_split)):
-        split = load_split(config.dataset, split_name, data_dir=config.data_dir or None,
-                           image_size=None if config.dataset == "fashion_mnist" else config.image_size,
-                           val_fraction=config.val_fraction, seed=config.seed)
+        split = config.load_split(split_name)
         if split.num_classes is None:
             raise ValueError(f"{config.dataset}:{split_name} has no labels; linear and kNN evaluation need labels")
         num_classes = split.num_classes

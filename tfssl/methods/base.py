@@ -55,6 +55,8 @@ class SSLMethod(keras.Model):
         dim = int(self.encoder.output.shape[-1])
         if self.probe is not None and not self.probe.built:
             self.probe.build((None, dim))
+        # Marked built so that Keras saving restores every part's weights and the optimizer state.
+        self.built = True
 
     # ---- views -------------------------------------------------------------------------------
     def views(self, data):
@@ -138,4 +140,6 @@ class SSLMethod(keras.Model):
             config["augment"] = SimCLRAugment(**config["augment"])
         if config.get("projector") is not None:
             config["projector"] = keras.saving.deserialize_keras_object(config["projector"])
-        return cls(**config)
+        model = cls(**config)
+        model.build_heads()  # heads must exist before load_model assigns the saved weights
+        return model

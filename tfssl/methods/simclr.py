@@ -34,9 +34,9 @@ class SimCLR(SSLMethod):
         self.temperature = float(temperature)
 
     def build_heads(self):
-        super().build_heads()
         if not self.projector.built:
             self.projector.build((None, int(self.encoder.output.shape[-1])))
+        super().build_heads()
 
     def train_step(self, data):
         view1, view2, labels = self.views(data)
