@@ -111,6 +111,18 @@ def test_eval_export_and_reload(reference_run, tmp_path):
     assert served.shape == (8, 64)
     np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
 
+    # The export evaluates like the checkpoint: same splits, same features (up to float noise).
+    from_export = tool("eval", f"--encoder={export_dir}", "--train_split=train[:384]",
+                       "--val_split=validation[:192]", "--test_split=test[:192]")
+    assert from_export.returncode == 0, from_export.stderr[-3000:]
+    assert not os.path.exists(os.path.join(export_dir, "eval"))
+    with open(export_dir + "_eval/result.json") as f:
+        export_report = json.load(f)
+    assert export_report["encoder"]["num_examples"] == report["encoder"]["num_examples"]
+    for protocol in ("linear", "knn"):
+        assert abs(export_report["encoder"][protocol]["test_accuracy"]
+                   - report["encoder"][protocol]["test_accuracy"]) <= 0.011
+
     again = tool("export", f"--model_dir={reference_run}", f"--export_dir={export_dir}")
     assert again.returncode == 2 and "already exists" in again.stderr
 

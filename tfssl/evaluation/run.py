@@ -78,7 +78,8 @@ def evaluate_run(model_dir, export_dir=None, checkpoint=None, overrides=None, ra
       checkpoint: a specific checkpoint path (default: newest).
       overrides: dict of `TrainConfig` fields to change (dataset, splits, data_dir ...).
       random_baseline: also evaluate a random-init encoder of the same architecture.
-      output: path of result.json (default `<model_dir or export_dir>/eval/result.json`).
+      output: path of result.json (default `<model_dir>/eval/result.json`, or
+        `<export_dir>_eval/result.json` for an export).
 
     Returns:
       The result dict that was written.
@@ -96,8 +97,8 @@ def evaluate_run(model_dir, export_dir=None, checkpoint=None, overrides=None, ra
         raise ValueError("pass --model_dir (a training run) or --encoder (an exported encoder)")
     for key, value in overrides.items():
         setattr(config, key, value)
-    base_dir = model_dir or export_dir
-    cache_dir = os.path.join(base_dir, "eval")
+    # An export's own directory stays untouched (a model server may be watching it).
+    cache_dir = os.path.join(model_dir, "eval") if model_dir else os.path.normpath(export_dir) + "_eval"
     os.makedirs(cache_dir, exist_ok=True)
 
     if export_dir:
