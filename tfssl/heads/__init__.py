@@ -1,4 +1,5 @@
 """Representation-extraction parts: projection heads (predictors, prototypes, queues come later)."""
 from tfssl.heads.projection import ProjectionHead
+from tfssl.heads.queue import KeyQueue
 
-__all__ = ["ProjectionHead"]
+__all__ = ["KeyQueue", "ProjectionHead"]

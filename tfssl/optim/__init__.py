@@ -1,6 +1,7 @@
 """Optimisation for self-supervised pre-training: LARS, warmup + cosine schedule, LR scaling, factory."""
 from tfssl.optim.factory import NO_DECAY_PATTERN, OPTIMIZERS, build_optimizer
 from tfssl.optim.lars import LARS
+from tfssl.optim.momentum import cosine_momentum
 from tfssl.optim.schedules import LR_SCALINGS, WarmupCosine, scale_learning_rate
 
 __all__ = [
@@ -10,5 +11,6 @@ __all__ = [
     "OPTIMIZERS",
     "WarmupCosine",
     "build_optimizer",
+    "cosine_momentum",
     "scale_learning_rate",
 ]
