@@ -1,9 +1,30 @@
 """Loss functions: pure functions of tensors, each checked against an independent numpy version."""
+from tfssl.losses.byol import negative_cosine_loss, normalized_mse_loss
+from tfssl.losses.infonce import (
+    InfoNCEOutput,
+    check_embedding_pair,
+    infonce_loss,
+    symmetric_contrastive_loss,
+)
 from tfssl.losses.nt_xent import (
     NTXentOutput,
     check_temperature,
     contrastive_accuracy_and_entropy,
     nt_xent_loss,
 )
+from tfssl.losses.redundancy import barlow_twins_loss, vicreg_loss
 
-__all__ = ["NTXentOutput", "check_temperature", "contrastive_accuracy_and_entropy", "nt_xent_loss"]
+__all__ = [
+    "InfoNCEOutput",
+    "NTXentOutput",
+    "barlow_twins_loss",
+    "check_embedding_pair",
+    "check_temperature",
+    "contrastive_accuracy_and_entropy",
+    "infonce_loss",
+    "negative_cosine_loss",
+    "normalized_mse_loss",
+    "nt_xent_loss",
+    "symmetric_contrastive_loss",
+    "vicreg_loss",
+]
