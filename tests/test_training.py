@@ -54,3 +54,20 @@ def test_batch_larger_than_split_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="larger than the 128 examples"):
         pretrain(TrainConfig(model_dir=str(tmp_path), **{**TINY, "batch_size": 256}), verbose=0)
     assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def test_resume_from_checkpoint_without_metric_state(tmp_path, monkeypatch, caplog, capsys):
+    """Checkpoints written before metric means were saved still resume (weights, optimizer, step)."""
+    import tfssl.training as training
+
+    full = training.checkpointed_objects
+    monkeypatch.setattr(training, "checkpointed_objects",
+                        lambda model, state: {k: v for k, v in full(model, state).items() if k != "metric_state"})
+    pretrain(TrainConfig(model_dir=str(tmp_path), **{**TINY, "train_steps": 2}), verbose=0)
+    monkeypatch.setattr(training, "checkpointed_objects", full)
+    capsys.readouterr()
+    with caplog.at_level("WARNING"):
+        result = pretrain(TrainConfig(model_dir=str(tmp_path), **{**TINY, "train_steps": 4}), verbose=1)
+    assert "at step 2/4" in capsys.readouterr().out
+    assert result["step"] == 4
+    assert any("no metric state" in r.getMessage() for r in caplog.records)

@@ -145,11 +145,21 @@ def pretrain(config, verbose=1):
     # Metric trackers hold the epoch's running means: checkpointing them makes a resumed epoch log
     # exactly what an uninterrupted one would.
     metric_state = [v for metric in model.metrics for v in metric.variables]
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, metric_state=metric_state)
+    checkpoint = tf.train.Checkpoint(**checkpointed_objects(model, metric_state))
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(config.model_dir, CHECKPOINT_DIR),
                                          max_to_keep=config.keep_checkpoints)
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        # Weights and optimizer slots must all be there; the metric means are optional (checkpoints
+        # from before they were saved resume with the epoch's running means restarted).
+        tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(
+            manager.latest_checkpoint).assert_existing_objects_matched()
+        names = {name for name, _ in tf.train.list_variables(manager.latest_checkpoint)}
+        if any(name.startswith("metric_state/") for name in names):
+            tf.train.Checkpoint(metric_state=metric_state).restore(
+                manager.latest_checkpoint).assert_existing_objects_matched()
+        else:
+            logging.warning("%s has no metric state: this epoch's running means restart from zero",
+                            manager.latest_checkpoint)
     step = int(model.optimizer.iterations.numpy())
     if verbose and step:
         print(f"Resuming from {manager.latest_checkpoint} at step {step}/{total_steps}")
@@ -213,6 +223,11 @@ def pretrain(config, verbose=1):
         signal.signal(signal.SIGTERM, previous_sigterm)
     return {"step": step, "epoch": num_epochs, "model_dir": config.model_dir,
             "checkpoint": manager.latest_checkpoint, **values}
+
+
+def checkpointed_objects(model, metric_state):
+    """What a training checkpoint holds: weights, optimizer slots and step, metric running means."""
+    return {"model": model, "optimizer": model.optimizer, "metric_state": metric_state}
 
 
 def restore_model(model_dir, checkpoint=None):
