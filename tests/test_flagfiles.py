@@ -37,3 +37,27 @@ def test_published_recipes():
     imagenet = load("simclr_imagenet.flags")
     assert (imagenet.encoder, imagenet.batch_size, imagenet.temperature, imagenet.lr_scaling,
             imagenet.learning_rate) == ("resnet50", 4096, 0.1, "sqrt", 0.075)
+
+
+def test_published_byol_and_simsiam_recipes():
+    def load(name):
+        values = flags.FlagValues()
+        define_flags(values)
+        values(["prog", f"--flagfile={os.path.join(FLAG_DIR, name)}"])
+        return from_flags(values, TrainConfig)
+
+    byol = load("byol_imagenet.flags")
+    # Grill et al. 2020: LARS, lr 0.2 x B/256 at B = 4096, wd 1.5e-6, tau 0.996, 4096 -> 256 heads.
+    assert (byol.method, byol.encoder, byol.batch_size, byol.optimizer, byol.learning_rate, byol.lr_scaling,
+            byol.weight_decay, byol.tau_base, byol.proj_hidden_dim, byol.proj_dim, byol.pred_hidden_dim) == (
+        "byol", "resnet50", 4096, "lars", 0.2, "linear", 1.5e-6, 0.996, 4096, 256, 4096)
+    simsiam = load("simsiam_cifar10.flags")
+    # Chen & He 2021, appendix D: SGD lr 0.03 x B/256, wd 5e-4, batch 512, 2-layer 2048 projector, 512 bottleneck.
+    assert (simsiam.method, simsiam.optimizer, simsiam.learning_rate, simsiam.weight_decay, simsiam.batch_size,
+            simsiam.proj_layers, simsiam.proj_dim, simsiam.pred_hidden_dim, simsiam.resolved_cifar_stem()) == (
+        "simsiam", "sgd", 0.03, 5e-4, 512, 2, 2048, 512, True)
+    for name in ("byol_fashion_mnist.flags", "simsiam_fashion_mnist.flags"):
+        small, simclr = load(name), load("simclr_fashion_mnist.flags")
+        # Same encoder and budget as the SimCLR Fashion-MNIST run, so the README table compares like for like.
+        assert (small.encoder, small.width_multiplier, small.image_size, small.batch_size, small.epochs) == (
+            simclr.encoder, simclr.width_multiplier, simclr.image_size, simclr.batch_size, simclr.epochs)

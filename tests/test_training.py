@@ -71,3 +71,22 @@ def test_resume_from_checkpoint_without_metric_state(tmp_path, monkeypatch, capl
     assert "at step 2/4" in capsys.readouterr().out
     assert result["step"] == 4
     assert any("no metric state" in r.getMessage() for r in caplog.records)
+
+
+def test_resume_from_checkpoint_without_head_layers(tmp_path, monkeypatch, caplog):
+    """Checkpoints written before ProjectionHead exposed its layers (no head BN statistics) still resume."""
+    from tfssl.heads import ProjectionHead
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ProjectionHead, "_trackable_children", keras.layers.Layer._trackable_children)
+        pretrain(TrainConfig(model_dir=str(tmp_path), **{**TINY, "train_steps": 2}), verbose=0)
+    with caplog.at_level("WARNING"):
+        result = pretrain(TrainConfig(model_dir=str(tmp_path), **{**TINY, "train_steps": 3}), verbose=0)
+    assert result["step"] == 3
+    assert any("predates checkpointed head layers" in r.getMessage() for r in caplog.records)
+    model, _, path = restore_model(str(tmp_path))
+    # Written by the current code: the head's moving statistics are in the new checkpoint.
+    import tensorflow as tf
+
+    names = {name for name, _ in tf.train.list_variables(path)}
+    assert any(name.startswith("model/projector/block0_bn0/moving_mean") for name in names)

@@ -57,6 +57,10 @@ class TrainConfig:
     proj_layers: int = _field(2, "Projection-head depth (SimCLR v1: 2, v2: 3).")
     proj_dim: int = _field(128, "Projection output dimension.")
     keep_proj_layer: int = _field(0, "Head layers kept for fine-tuning (SimCLRv2 selector; 0 = encoder output).")
+    proj_hidden_dim: int = _field(0, "Projection hidden width (BYOL 4096, SimSiam 2048); 0 = encoder output width.")
+    pred_hidden_dim: int = _field(0, "Predictor hidden width of byol / simsiam (BYOL 4096, SimSiam 512); "
+                                     "0 = byol: the projector hidden width, simsiam: proj_dim // 4.")
+    tau_base: float = _field(0.996, "BYOL target EMA decay at step 0; rises to 1 on a cosine over training.")
     color_jitter_strength: float = _field(1.0, "Colour-jitter strength s (0.5 for CIFAR-10, 1.0 for ImageNet).")
     blur: str = _field("auto", "Gaussian blur p=0.5; auto = on only for images > 32 px.")
     augment_on: str = _field("host", "Where views are made: host (tf.data) or device (inside train_step).")
@@ -72,7 +76,7 @@ class TrainConfig:
 
     # Fields that define the network: a resumed run must not change them.
     ARCHITECTURE_FIELDS = ("method", "encoder", "width_multiplier", "cifar_stem", "image_size",
-                           "proj_layers", "proj_dim")
+                           "proj_layers", "proj_dim", "proj_hidden_dim", "pred_hidden_dim")
 
     def validate(self, num_replicas=1):
         """Raises ValueError with a one-line message for the first invalid setting."""
@@ -99,6 +103,11 @@ class TrainConfig:
                 raise ValueError(f"--{name} must be > 0, got {value}")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.color_jitter_strength < 0:
             raise ValueError("--weight_decay, --warmup_epochs and --color_jitter_strength must be >= 0")
+        if self.proj_hidden_dim < 0 or self.pred_hidden_dim < 0:
+            raise ValueError(f"--proj_hidden_dim and --pred_hidden_dim must be >= 0 (0 = default width), got "
+                             f"{self.proj_hidden_dim} and {self.pred_hidden_dim}")
+        if not 0 <= self.tau_base <= 1:
+            raise ValueError(f"--tau_base must be in [0, 1] (BYOL: 0.996), got {self.tau_base}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0 < self.val_fraction < 1:

@@ -18,7 +18,7 @@ from absl import logging
 from tfssl import distribute
 from tfssl.config import TrainConfig
 from tfssl.data.pipeline import pretrain_dataset
-from tfssl.methods import build_method
+from tfssl.methods import build_augment, build_method
 from tfssl.optim import WarmupCosine, build_optimizer, scale_learning_rate
 
 FLAGS_FILE = "flags.json"
@@ -64,7 +64,7 @@ def build_training(config, strategy, num_classes, steps_per_epoch, total_steps):
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     schedule = WarmupCosine(lr, total_steps=total_steps, warmup_steps=min(warmup, total_steps))
     with strategy.scope():
-        model = build_method(config, num_classes=num_classes)
+        model = build_method(config, num_classes=num_classes, total_steps=total_steps)
         optimizer = build_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay,
                                     momentum=config.momentum)
         # Under mixed_float16, compile() wraps the optimizer in a LossScaleOptimizer (auto_scale_loss).
@@ -151,9 +151,16 @@ def pretrain(config, verbose=1):
     if manager.latest_checkpoint:
         # Weights and optimizer slots must all be there; the metric means are optional (checkpoints
         # from before they were saved resume with the epoch's running means restarted).
-        tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(
-            manager.latest_checkpoint).assert_existing_objects_matched()
         names = {name for name, _ in tf.train.list_variables(manager.latest_checkpoint)}
+        status = tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(manager.latest_checkpoint)
+        if _head_layers_checkpointed(model, names):
+            status.assert_existing_objects_matched()
+        else:
+            # Checkpoints from before heads saved their own layers hold the head's trainable weights (via
+            # the optimizer) but not its batch-norm moving statistics, which only inference mode uses.
+            status.assert_nontrivial_match()
+            logging.warning("%s predates checkpointed head layers: projection-head BN moving statistics "
+                            "restart from their initial values", manager.latest_checkpoint)
         if any(name.startswith("metric_state/") for name in names):
             tf.train.Checkpoint(metric_state=metric_state).restore(
                 manager.latest_checkpoint).assert_existing_objects_matched()
@@ -165,11 +172,7 @@ def pretrain(config, verbose=1):
         print(f"Resuming from {manager.latest_checkpoint} at step {step}/{total_steps}")
     write_text_atomic(os.path.join(config.model_dir, FLAGS_FILE), config.to_json())
 
-    host_augment = None
-    if config.augment_on == "host":
-        from tfssl.augment import SimCLRAugment
-        host_augment = SimCLRAugment(config.image_size, color_jitter_strength=config.color_jitter_strength,
-                                     blur=config.resolved_blur())
+    host_augment = build_augment(config) if config.augment_on == "host" else None
     run_one = _make_step_function(model, strategy, config.jit_compile)
     names = [m.name for m in model.metrics]
     log = _MetricsLog(config.model_dir, names, step)
@@ -223,6 +226,12 @@ def pretrain(config, verbose=1):
         signal.signal(signal.SIGTERM, previous_sigterm)
     return {"step": step, "epoch": num_epochs, "model_dir": config.model_dir,
             "checkpoint": manager.latest_checkpoint, **values}
+
+
+def _head_layers_checkpointed(model, checkpoint_names):
+    """False for a checkpoint written before `ProjectionHead` exposed its layers to tf.train.Checkpoint."""
+    heads = [name for name in ("projector", "predictor") if getattr(model, name, None) is not None]
+    return all(any(key.startswith(f"model/{name}/block") for key in checkpoint_names) for name in heads)
 
 
 def checkpointed_objects(model, metric_state):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfssl.augment import SimCLRAugment, ops
+from tfssl.augment import BYOLAugment, SimCLRAugment, ops
 
 SIZE = 12  # input side; crops resize to OUT
 OUT = 10
@@ -20,6 +20,8 @@ OPS = {
     "grayscale": (lambda x, s: ops.random_grayscale(x, s, 0.5), SIZE),
     "blur": (lambda x, s: ops.random_gaussian_blur(x, s, 1.0, kernel_size=5), SIZE),
     "simclr": (SimCLRAugment(OUT, blur=True, blur_prob=0.5), OUT),
+    "solarize": (lambda x, s: ops.random_solarize(x, s, 0.5), SIZE),
+    "byol_view2": (BYOLAugment(OUT, blur=True, blur_prob=0.1, solarize_prob=0.2), OUT),
 }
 NAMES = sorted(OPS)
 
@@ -67,5 +69,5 @@ def test_identical_images_get_different_parameters(name, rng):
     distinct = {tuple(np.round(v.ravel(), 4)) for v in y}
     # Per-batch parameters would give 1 distinct output; a coin-flip op at least 2.
     assert len(distinct) >= 2
-    if name not in ("flip", "grayscale"):
+    if name not in ("flip", "grayscale", "solarize"):
         assert len(distinct) >= 12

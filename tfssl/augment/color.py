@@ -254,3 +254,39 @@ def random_grayscale(images, seed, prob=0.2):
     images = _utils.check_images(images, channels=(3,))
     mask = _utils.bernoulli_per_image(_utils.as_seed(seed), _utils.batch_size(images), prob)
     return _utils.where_per_image(mask, to_grayscale(images), images)
+
+
+def solarize(images, threshold=0.5):
+    """Inverts every pixel value at or above `threshold`: x -> x if x < threshold else 1 - x.
+
+    BYOL's solarisation (Grill et al. 2020, appendix B, table 6) on images in [0, 1]; it acts on each
+    channel value independently, like PIL's ImageOps.solarize.
+
+    Args:
+        images: float tensor [B, H, W, C] in [0, 1].
+        threshold: inversion threshold in [0, 1].
+
+    Returns:
+        float32 tensor like `images`, still in [0, 1].
+    """
+    threshold = _utils.check_probability("solarize threshold", threshold)
+    images = _utils.check_images(images)
+    return tf.where(images < threshold, images, 1.0 - images)
+
+
+def random_solarize(images, seed, prob=0.2, threshold=0.5):
+    """Solarizes each image with probability `prob` (one Bernoulli draw per image).
+
+    Args:
+        images: float tensor [B, H, W, C] in [0, 1].
+        seed: integer tensor of shape [2].
+        prob: probability in [0, 1] (BYOL: 0 for the first view, 0.2 for the second).
+        threshold: inversion threshold in [0, 1].
+
+    Returns:
+        float32 tensor like `images`.
+    """
+    prob = _utils.check_probability("solarize_prob", prob)
+    images = _utils.check_images(images)
+    mask = _utils.bernoulli_per_image(_utils.as_seed(seed), _utils.batch_size(images), prob)
+    return _utils.where_per_image(mask, solarize(images, threshold), images)

@@ -21,7 +21,9 @@ from tfssl.augment.color import (
     random_grayscale,
     random_hue,
     random_saturation,
+    random_solarize,
     sample_jitter_params,
+    solarize,
     to_grayscale,
 )
 from tfssl.augment.spatial import (
@@ -56,7 +58,9 @@ __all__ = [
     "random_hue",
     "random_resized_crop",
     "random_saturation",
+    "random_solarize",
     "sample_crop_boxes",
     "sample_jitter_params",
+    "solarize",
     "to_grayscale",
 ]

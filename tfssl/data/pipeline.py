@@ -5,6 +5,8 @@ run resumed at step s sees exactly the batches an uninterrupted run would have s
 """
 import tensorflow as tf
 
+from tfssl.augment import view_recipe
+
 _SHUFFLE_BUFFER_MAX = 100_000
 
 
@@ -22,7 +24,8 @@ def pretrain_dataset(split, global_batch_size, epoch=0, seed=0, augment=None, sk
         step has the same shape (and the same number of negatives).
       epoch: epoch number (selects the shuffle order and augmentation seeds).
       seed: run seed.
-      augment: host-side view recipe `augment(images, seed)`; None leaves augmentation to the device.
+      augment: host-side view recipe `augment(images, seed)`, or a `tfssl.augment.ViewPair` (one recipe
+        per view); None leaves augmentation to the device.
       skip_batches: batches of this epoch already trained on (resume).
 
     Returns:
@@ -39,8 +42,8 @@ def pretrain_dataset(split, global_batch_size, epoch=0, seed=0, augment=None, sk
         def make_views(batch_index, element):
             images, labels, _ = element
             counter = batch_index * 2
-            view1 = augment(images, tf.stack([base, counter]))
-            view2 = augment(images, tf.stack([base, counter + 1]))
+            view1 = view_recipe(augment, 0)(images, tf.stack([base, counter]))
+            view2 = view_recipe(augment, 1)(images, tf.stack([base, counter + 1]))
             return view1, view2, labels
 
         ds = ds.map(make_views, num_parallel_calls=tf.data.AUTOTUNE)

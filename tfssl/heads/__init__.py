@@ -1,5 +1,5 @@
-"""Representation-extraction parts: projection heads (predictors, prototypes, queues come later)."""
-from tfssl.heads.projection import ProjectionHead
+"""Representation-extraction parts: projection and prediction heads, the key queue."""
+from tfssl.heads.projection import ProjectionHead, predictor_head
 from tfssl.heads.queue import KeyQueue
 
-__all__ = ["KeyQueue", "ProjectionHead"]
+__all__ = ["KeyQueue", "ProjectionHead", "predictor_head"]

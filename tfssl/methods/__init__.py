@@ -1,10 +1,14 @@
 """Self-supervised methods: each a `keras.Model` with its own `train_step`, built from shared parts."""
 from tfssl.methods.base import SSLMethod
+from tfssl.methods.byol import BYOL
+from tfssl.methods.siamese import SiameseMethod
 from tfssl.methods.simclr import SimCLR
+from tfssl.methods.simsiam import SimSiam
 
-METHODS = {"simclr": SimCLR}
+METHODS = {"simclr": SimCLR, "byol": BYOL, "simsiam": SimSiam}
 
-__all__ = ["METHODS", "SSLMethod", "SimCLR", "build_method", "build_encoder_from_config"]
+__all__ = ["BYOL", "METHODS", "SSLMethod", "SiameseMethod", "SimCLR", "SimSiam", "build_augment", "build_method",
+           "build_encoder_from_config"]
 
 
 def build_encoder_from_config(config, channels=3):
@@ -16,29 +20,67 @@ def build_encoder_from_config(config, channels=3):
                          sync_bn=config.sync_bn)
 
 
-def build_method(config, num_classes=None):
+def build_augment(config):
+    """The view recipe of a `TrainConfig`'s method (used on the host or on the device).
+
+    BYOL gets its asymmetric pair (blur p 1.0 / 0.1, solarize p 0 / 0.2); SimCLR and SimSiam (whose
+    paper uses SimCLR's recipe) one `SimCLRAugment` for both views.
+    """
+    from tfssl.augment import SimCLRAugment, byol_views
+
+    if config.method == "byol":
+        return byol_views(config.image_size, color_jitter_strength=config.color_jitter_strength,
+                          blur=config.resolved_blur())
+    return SimCLRAugment(config.image_size, color_jitter_strength=config.color_jitter_strength,
+                         blur=config.resolved_blur())
+
+
+def _siamese_heads(config, feature_dim):
+    from tfssl.methods.siamese import default_heads
+
+    proj_hidden = config.proj_hidden_dim or feature_dim
+    if config.pred_hidden_dim:
+        pred_hidden = config.pred_hidden_dim
+    elif config.method == "simsiam":
+        pred_hidden = max(1, config.proj_dim // 4)  # SimSiam's bottleneck: 2048 -> 512 -> 2048
+    else:
+        pred_hidden = proj_hidden  # BYOL: predictor as wide as the projector's hidden layer
+    # BYOL ends its projector with a plain Dense; SimSiam keeps BN on the projection (papers, appendix).
+    return default_heads(feature_dim, config.proj_layers, config.proj_dim, proj_hidden, pred_hidden,
+                         last_bn=config.method == "simsiam", sync_bn=config.sync_bn)
+
+
+def build_method(config, num_classes=None, total_steps=None):
     """Builds the method of a `TrainConfig`: encoder, view recipe and heads, ready to compile.
 
     Args:
       config: `tfssl.config.TrainConfig`.
       num_classes: classes of the online probe (None: no probe).
+      total_steps: optimizer steps of the whole run, for schedules that live in the method (BYOL's
+        target momentum); None when the model is only rebuilt to evaluate or export.
 
     Returns:
       An `SSLMethod` whose variables all exist.
     """
-    from tfssl.augment import SimCLRAugment
     from tfssl.heads import ProjectionHead
 
-    augment = SimCLRAugment(config.image_size, color_jitter_strength=config.color_jitter_strength,
-                            blur=config.resolved_blur())
-    common = dict(encoder=build_encoder_from_config(config),
-                  augment=augment if config.augment_on == "device" else None,
+    encoder = build_encoder_from_config(config)
+    common = dict(encoder=encoder,
+                  augment=build_augment(config) if config.augment_on == "device" else None,
                   num_classes=num_classes if config.linear_probe else None,
                   linear_probe=config.linear_probe, seed=config.seed, name=config.method)
     if config.method == "simclr":
         projector = ProjectionHead(num_layers=config.proj_layers, output_dim=config.proj_dim,
-                                   keep_layer=config.keep_proj_layer, sync_bn=config.sync_bn, name="projector")
+                                   hidden_dim=config.proj_hidden_dim or None, keep_layer=config.keep_proj_layer,
+                                   sync_bn=config.sync_bn, name="projector")
         model = SimCLR(projector=projector, temperature=config.temperature, **common)
+    elif config.method in ("byol", "simsiam"):
+        projector, predictor = _siamese_heads(config, int(encoder.output.shape[-1]))
+        if config.method == "byol":
+            model = BYOL(projector=projector, predictor=predictor, tau_base=config.tau_base,
+                         total_steps=total_steps, **common)
+        else:
+            model = SimSiam(projector=projector, predictor=predictor, **common)
     else:  # pragma: no cover - METHODS and this factory grow together
         raise ValueError(f"unknown method {config.method!r}; choose one of {', '.join(sorted(METHODS))}")
     model.build_heads()

@@ -6,8 +6,8 @@ pseudocode: make views -> encode -> extract representations -> loss -> `apply_gr
 import keras
 import tensorflow as tf
 
-from tfssl.augment import to_float_rgb
-from tfssl.distribute import replica_id_and_count
+from tfssl.augment import deserialize_augment, serialize_augment, to_float_rgb, view_recipe
+from tfssl.distribute import cross_replica_concat, replica_id_and_count
 
 
 @keras.saving.register_keras_serializable(package="tfssl")
@@ -22,14 +22,18 @@ class SSLMethod(keras.Model):
     Args:
       encoder: backbone `keras.Model`, images `[B, S, S, C]` in [0, 1] -> features `[B, D]`; this is
         what `tfssl-export` exports.
-      augment: view recipe `augment(images, seed) -> views` for device-side augmentation, or None when
-        views arrive already augmented.
+      augment: view recipe `augment(images, seed) -> views` (or a `tfssl.augment.ViewPair`, one recipe
+        per view) for device-side augmentation, or None when views arrive already augmented.
       num_classes: classes of the online probe (None or 0: no probe).
       linear_probe: train the online stop-gradient linear probe when labels exist.
       seed: base seed of the device-side augmentation.
+
+    A subclass that lists "collapse_std" in `metric_names` reports `collapse_std(z)` of its embeddings
+    (see there); `keras_parts` names the constructor arguments that are Keras layers in `get_config`.
     """
 
     metric_names = ("loss",)
+    keras_parts = ("encoder", "projector")
 
     def __init__(self, encoder, augment=None, num_classes=None, linear_probe=True, seed=0, **kwargs):
         super().__init__(**kwargs)
@@ -71,8 +75,8 @@ class SSLMethod(keras.Model):
         replica_id, num_replicas = replica_id_and_count()
         # A fresh, reproducible seed per (step, replica, view): resuming at step s replays the same views.
         counter = (tf.cast(self.optimizer.iterations, tf.int32) * num_replicas + replica_id) * 2
-        view1 = self.augment(images, tf.stack([self.seed, counter]))
-        view2 = self.augment(images, tf.stack([self.seed, counter + 1]))
+        view1 = view_recipe(self.augment, 0)(images, tf.stack([self.seed, counter]))
+        view2 = view_recipe(self.augment, 1)(images, tf.stack([self.seed, counter + 1]))
         return view1, view2, labels
 
     # ---- shared pieces of train_step -----------------------------------------------------------
@@ -115,16 +119,81 @@ class SSLMethod(keras.Model):
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     @staticmethod
+    def collapse_std(embeddings):
+        """Collapse monitor: mean over dimensions of the per-dimension std of L2-normalised embeddings.
+
+        Chen & He 2021 (SimSiam), sec. 4.1 / fig. 2: for d-dimensional outputs spread over the sphere
+        this is about 1/sqrt(d); it falls to 0 when every input maps to the same vector. Computed over
+        the global batch (gathered from all replicas, no gradient), so it does not depend on how the
+        batch is split.
+
+        Args:
+          embeddings: `[n, d]` local embeddings.
+
+        Returns:
+          float32 scalar.
+        """
+        z = tf.stop_gradient(tf.cast(embeddings, tf.float32))
+        z = tf.math.l2_normalize(cross_replica_concat(z), axis=1)
+        return tf.reduce_mean(tf.math.reduce_std(z, axis=0))
+
+    @staticmethod
     def momentum_update(online_variables, target_variables, momentum):
         """EMA update `target <- momentum * target + (1 - momentum) * online` (MoCo, BYOL)."""
         for online, target in zip(online_variables, target_variables):
             target.assign(momentum * target + (1.0 - momentum) * tf.cast(online, target.dtype))
 
+    @staticmethod
+    def make_target(network, input_shape, name):
+        """A target (momentum) copy of `network`: same architecture and initial weights, never trained.
+
+        Its variables are marked non-trainable one by one, so they stay out of `trainable_variables`
+        (no optimizer slots, no gradients), while the layers themselves stay trainable: Keras 3 runs a
+        BatchNormalization whose layer is frozen in inference mode, but BYOL's target normalises with
+        batch statistics like the online network (Grill et al. 2020, appendix B).
+
+        Args:
+          network: a built Keras layer or model (encoder, projection head).
+          input_shape: its input shape, e.g. `(None, D)`.
+          name: the copy's name.
+
+        Returns:
+          The copy (update it with `momentum_update` over `ema_pairs(network, copy)`).
+        """
+        config = keras.saving.serialize_keras_object(network)
+        config["config"]["name"] = name
+        target = keras.saving.deserialize_keras_object(config)
+        if not target.built:
+            target.build(input_shape)
+        SSLMethod.ema_pairs(network, target)  # checks the two match weight for weight
+        for online, copy in zip(network.weights, target.weights):
+            copy.assign(online)
+            copy.trainable = False
+        return target
+
+    @staticmethod
+    def ema_pairs(network, target):
+        """`(online, target)` pairs of the weights an EMA updates: those trainable in `network`.
+
+        Batch-norm moving statistics are left out: the target's own forward passes update them.
+        """
+        if len(target.weights) != len(network.weights):
+            raise ValueError(f"target {target.name} has {len(target.weights)} weights, {network.name} has "
+                             f"{len(network.weights)}: it must be a copy of the same architecture")
+        pairs = []
+        for online, copy in zip(network.weights, target.weights):
+            if tuple(online.shape) != tuple(copy.shape):
+                raise ValueError(f"target weight {copy.path} {tuple(copy.shape)} does not match "
+                                 f"{online.path} {tuple(online.shape)}")
+            if online.trainable:
+                pairs.append((online, copy))
+        return pairs
+
     def get_config(self):
         return {
             "name": self.name,
             "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "augment": self.augment.get_config() if self.augment is not None else None,
+            "augment": serialize_augment(self.augment),
             "num_classes": self.num_classes,
             "linear_probe": self.linear_probe,
             "seed": self.seed,
@@ -132,14 +201,11 @@ class SSLMethod(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        from tfssl.augment import SimCLRAugment
-
         config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        if config.get("augment") is not None:
-            config["augment"] = SimCLRAugment(**config["augment"])
-        if config.get("projector") is not None:
-            config["projector"] = keras.saving.deserialize_keras_object(config["projector"])
+        config["augment"] = deserialize_augment(config.get("augment"))
+        for part in cls.keras_parts:
+            if config.get(part) is not None:
+                config[part] = keras.saving.deserialize_keras_object(config[part])
         model = cls(**config)
         model.build_heads()  # heads must exist before load_model assigns the saved weights
         return model

@@ -1,0 +1,278 @@
+"""BYOL: EMA target against hand arithmetic, no gradient into the target, loss and collapse monitor against
+numpy, a short run that learns, .keras round trip, build_method, and pretrain + exact resume.
+
+The numpy references take the model's own forward outputs (computed separately, before the step) and
+redo the normalised-MSE / std arithmetic in float64, so they check the train_step's composition.
+"""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfssl.augment import ViewPair
+from tfssl.config import TrainConfig
+from tfssl.encoders import build_encoder
+from tfssl.heads import ProjectionHead, predictor_head
+from tfssl.methods import BYOL, build_method
+
+SIZE, WIDTH, BATCH, NUM_CLASSES, PROJ_DIM = 8, 0.125, 8, 3, 8
+
+
+def _byol(seed=0, tau_base=0.9, total_steps=4, augment=None, image_size=SIZE, num_classes=NUM_CLASSES,
+          encoder=None):
+    keras.utils.set_random_seed(seed)
+    encoder = encoder or build_encoder("resnet18", image_size, width_multiplier=WIDTH)
+    projector = ProjectionHead(num_layers=2, output_dim=PROJ_DIM, hidden_dim=16, last_bn=False, name="projector")
+    predictor = predictor_head(PROJ_DIM, 16)
+    model = BYOL(encoder, projector, predictor, tau_base=tau_base, total_steps=total_steps, augment=augment,
+                 num_classes=num_classes, seed=seed)
+    model.build_heads()
+    return model
+
+
+def _views(seed=0, batch=BATCH):
+    rng = np.random.default_rng(seed)
+    view1 = rng.uniform(size=(batch, SIZE, SIZE, 3)).astype(np.float32)
+    view2 = np.clip(view1 + 0.1 * rng.normal(size=view1.shape), 0, 1).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, size=batch)
+    return tf.constant(view1), tf.constant(view2), tf.constant(labels, tf.int64)
+
+
+def _sgd(model, lr=0.1):
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr, momentum=0.0))
+
+
+def _normalize(x):
+    x = np.asarray(x, np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def numpy_collapse_std(z):
+    return float(np.mean(np.std(_normalize(z), axis=0)))
+
+
+def test_target_starts_as_a_copy_and_is_not_trainable():
+    model = _byol()
+    trainable = {id(v) for v in model.trainable_variables}
+    target = model.target_encoder.weights + model.target_projector.weights
+    assert target and not any(id(v) in trainable for v in target)
+    assert not any(v.trainable for v in target)
+    for online, copy in zip(model.encoder.weights + model.projector.weights, target):
+        np.testing.assert_array_equal(online.numpy(), copy.numpy())
+    x = _views()[0]
+    np.testing.assert_allclose(model.target_projection(x).numpy(),
+                               model.projector(model.encoder(x, training=True), training=True).numpy(), atol=1e-5)
+
+
+def test_ema_update_matches_hand_arithmetic_and_schedule_end_points():
+    model = _byol(tau_base=0.9, total_steps=4)
+    # Endpoints and midpoint of tau(k) = 1 - (1 - 0.9) (cos(pi k / K) + 1) / 2.
+    for step, want in ((0, 0.9), (2, 0.95), (4, 1.0), (9, 1.0)):
+        np.testing.assert_allclose(float(model.target_momentum(step)), want, atol=1e-6)
+    np.testing.assert_allclose(float(model.target_momentum(1)), 1 - 0.1 * (np.cos(np.pi / 4) + 1) / 2, atol=1e-6)
+    _sgd(model)
+    pairs = model.target_pairs()
+    assert len(pairs) == len(model.encoder.trainable_weights) + len(model.projector.trainable_weights)
+    for step, tau in ((0, 0.9), (1, 1 - 0.1 * (np.cos(np.pi / 4) + 1) / 2)):
+        target_before = [t.numpy().astype(np.float64) for _, t in pairs]
+        assert int(model.optimizer.iterations.numpy()) == step
+        model.train_step(_views(seed=step))
+        for (online, target), before in zip(pairs, target_before):
+            want = tau * before + (1 - tau) * online.numpy().astype(np.float64)  # online AFTER its SGD step
+            np.testing.assert_allclose(target.numpy(), want, rtol=1e-5, atol=1e-6, err_msg=target.path)
+    moved = [not np.allclose(t.numpy(), o.numpy()) for o, t in pairs]
+    assert any(moved)  # the online network moved and the target only partly followed
+
+
+def test_constant_tau_without_total_steps():
+    model = _byol(tau_base=0.97, total_steps=None)
+    assert float(model.target_momentum(0)) == pytest.approx(0.97) == float(model.target_momentum(10 ** 6))
+    with pytest.raises(ValueError, match="tau_base"):
+        _byol(tau_base=1.5)
+    with pytest.raises(ValueError, match="total_steps"):
+        _byol(total_steps=0)
+
+
+def test_no_gradient_reaches_the_target():
+    model = _byol()
+    view1, view2, _ = _views()
+    target_vars = model.target_encoder.weights + model.target_projector.weights
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([v.value for v in target_vars])
+        # Target forward INSIDE the tape: only the loss's stop-gradient can keep gradients out.
+        target1 = model.target_projector(model.target_encoder(view1, training=True), training=True)
+        target2 = model.target_projector(model.target_encoder(view2, training=True), training=True)
+        _, _, p1 = model.online(view1)
+        _, _, p2 = model.online(view2)
+        loss = model.symmetric_loss(p1, p2, target1, target2)
+    grads = tape.gradient(loss, [v.value for v in target_vars])
+    assert all(g is None or not np.any(g.numpy()) for g in grads)
+    online_grads = tape.gradient(loss, model.encoder.trainable_weights + model.predictor.trainable_weights)
+    assert all(g is not None and np.any(g.numpy()) for g in online_grads)
+
+    # With tau = 1 a whole train_step leaves the target's EMA-updated weights bit-identical.
+    frozen = _byol(seed=1, tau_base=1.0, total_steps=None)
+    _sgd(frozen)
+    before = [t.numpy() for _, t in frozen.target_pairs()]
+    online_before = [o.numpy() for o, _ in frozen.target_pairs()]
+    frozen.train_step(_views(seed=2))
+    for (_, target), b in zip(frozen.target_pairs(), before):
+        np.testing.assert_array_equal(target.numpy(), b)
+    assert any(not np.allclose(o.numpy(), ob) for (o, _), ob in zip(frozen.target_pairs(), online_before))
+
+
+def test_step_loss_and_collapse_std_match_numpy():
+    model = _byol(seed=3)
+    data = _views(seed=4)
+    view1, view2, _ = data
+    weights = model.get_weights()
+    t1, t2 = model.target_projection(view1).numpy(), model.target_projection(view2).numpy()
+    _, z1, p1 = model.online(view1)
+    _, z2, p2 = model.online(view2)
+    model.set_weights(weights)  # undo the BN moving-statistics updates of these reference passes
+
+    def nmse(p, t):
+        return np.mean(np.sum((_normalize(p) - _normalize(t)) ** 2, axis=1))
+
+    want = nmse(p1.numpy(), t2) + nmse(p2.numpy(), t1)
+    _sgd(model)
+    logs = model.train_step(data)
+    np.testing.assert_allclose(float(logs["loss"]), want, rtol=1e-5)
+    assert 0.0 < want < 8.0
+    np.testing.assert_allclose(float(logs["collapse_std"]), numpy_collapse_std(np.concatenate([z1, z2])),
+                               rtol=1e-5)
+    assert {"probe_loss", "probe_acc"} <= set(logs)
+
+
+def test_collapse_std_closed_forms():
+    d = 6
+    spread = np.concatenate([np.eye(d), -np.eye(d)]) * 3.0  # +-e_i: per-dimension std sqrt(2 / 2d) = 1/sqrt(d)
+    np.testing.assert_allclose(float(BYOL.collapse_std(tf.constant(spread, tf.float32))), 1 / np.sqrt(d), rtol=1e-6)
+    collapsed = np.tile(np.random.default_rng(0).normal(size=(1, d)), (10, 1))
+    assert float(BYOL.collapse_std(tf.constant(collapsed, tf.float32))) < 1e-6
+    z = np.random.default_rng(1).normal(size=(32, d)) * np.arange(1, d + 1)
+    np.testing.assert_allclose(float(BYOL.collapse_std(tf.constant(z, tf.float32))), numpy_collapse_std(z), rtol=1e-5)
+
+
+def _fashion_views(image_size, batch, seed=0):
+    """Endless host-augmented (view1, view2, labels) batches of 64 Fashion-MNIST images (mild views)."""
+    from tfssl.augment import SimCLRAugment
+    from tfssl.data import load_split
+
+    split = load_split("fashion_mnist", "train[:64]")
+    images = np.stack([x.numpy() for x, _, _ in split.dataset])
+    labels = np.array([y.numpy() for _, y, _ in split.dataset])
+    augment = SimCLRAugment(image_size, color_jitter_strength=0.25, crop_area=(0.5, 1.0))
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch).enumerate()
+
+    def views(index, element):
+        x = tf.image.convert_image_dtype(element[0], tf.float32)
+        return augment(x, tf.stack([index, 2 * index])), augment(x, tf.stack([index, 2 * index + 1])), element[1]
+
+    return ds.map(views)
+
+
+def test_short_fit_lowers_the_loss(tiny_encoder):
+    steps = 25
+    keras.utils.set_random_seed(0)
+    model = _byol(seed=0, tau_base=0.99, total_steps=steps, image_size=16, num_classes=10, encoder=tiny_encoder(16))
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9))
+    history = model.fit(_fashion_views(16, 16), steps_per_epoch=1, epochs=steps, verbose=0)
+    losses = np.array(history.history["loss"])
+    assert np.all(np.isfinite(losses))
+    assert losses[-5:].mean() < losses[:5].mean() - 0.3, losses
+    collapse = np.array(history.history["collapse_std"])
+    assert np.all((collapse > 0) & (collapse <= 1.0))
+
+
+def test_save_and_reload_round_trip(tmp_path):
+    from tfssl.augment import byol_views
+
+    model = _byol(seed=5, augment=byol_views(SIZE, color_jitter_strength=0.5), tau_base=0.95, total_steps=7)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9))
+    model.train_step(_views(seed=6))  # target and online now differ, optimizer has state
+    path = str(tmp_path / "byol.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, BYOL)
+    assert (loaded.tau_base, loaded.total_steps) == (0.95, 7)
+    assert isinstance(loaded.augment, ViewPair)
+    assert [r.get_config() for r in loaded.augment.recipes] == [r.get_config() for r in model.augment.recipes]
+    assert len(loaded.trainable_variables) == len(model.trainable_variables)
+    assert not any(v.trainable for v in loaded.target_encoder.weights)
+    assert int(loaded.optimizer.iterations.numpy()) == 1
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = _views(seed=7)[0]
+    for name in ("encoder", "target_encoder"):
+        np.testing.assert_allclose(getattr(loaded, name)(x, training=False).numpy(),
+                                   getattr(model, name)(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
+    z = model.projector(model.encoder(x, training=False), training=False)
+    np.testing.assert_allclose(loaded.predictor(z, training=False).numpy(), model.predictor(z, training=False).numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_build_method_and_config_flags():
+    config = TrainConfig(method="byol", image_size=SIZE, width_multiplier=WIDTH, proj_dim=16, proj_hidden_dim=24,
+                         tau_base=0.98, augment_on="device", color_jitter_strength=0.5)
+    model = build_method(config, num_classes=10, total_steps=50)
+    assert isinstance(model, BYOL) and (model.tau_base, model.total_steps) == (0.98, 50)
+    assert isinstance(model.augment, ViewPair) and model.augment.view(1).solarize_prob == 0.2
+    dense = [layer.units for block in model.projector.blocks for layer in block
+             if isinstance(layer, keras.layers.Dense)]
+    assert dense == [24, 16] and not model.projector.last_bn
+    # Predictor defaults to the projector's hidden width; an explicit flag overrides it.
+    assert model.predictor.hidden_dim == 24 and model.predictor.output_dim == 16
+    wide = build_method(TrainConfig(method="byol", image_size=SIZE, width_multiplier=WIDTH, pred_hidden_dim=32),
+                        num_classes=None)
+    assert wide.predictor.hidden_dim == 32 and wide.total_steps is None and wide.probe is None
+    for bad in (dict(tau_base=1.2), dict(proj_hidden_dim=-1), dict(pred_hidden_dim=-4)):
+        with pytest.raises(ValueError, match="tau_base|hidden_dim"):
+            TrainConfig(model_dir="x", method="byol", **bad).validate()
+
+
+def _pretrain_config(model_dir, **extra):
+    return TrainConfig(model_dir=str(model_dir), method="byol", dataset="fashion_mnist", train_split="train[:64]",
+                       image_size=8, width_multiplier=WIDTH, batch_size=16, train_steps=3, log_every=1,
+                       proj_dim=8, proj_hidden_dim=16, warmup_epochs=0, optimizer="sgd", learning_rate=0.05,
+                       tau_base=0.9, checkpoint_every=100, **extra)
+
+
+def test_pretrain_resumes_the_target_network(tmp_path, monkeypatch, tiny_encoder_in_build_method):
+    """pretrain(--method=byol) is interrupted after step 2 and resumed; the resumed step's EMA must start
+    from the checkpointed target (hand arithmetic on the saved weights), not from a fresh copy.
+
+    The encoder is the tiny conv net of conftest.py (tracing ResNet-18's BYOL graph twice would take most
+    of this file's time); the data, flags, checkpoints and restore are the real ones.
+    """
+    import tfssl.training as training
+    from tfssl.training import pretrain, restore_model
+
+    make_step = training._make_step_function
+
+    def interrupting(model, strategy, jit_compile):
+        run_one, calls = make_step(model, strategy, jit_compile), []
+
+        def wrapped(iterator):
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # what a SIGTERM becomes, after two steps
+            calls.append(1)
+            return run_one(iterator)
+
+        return wrapped
+
+    monkeypatch.setattr(training, "_make_step_function", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(_pretrain_config(tmp_path), verbose=0)
+    monkeypatch.setattr(training, "_make_step_function", make_step)
+    middle, _, path = restore_model(str(tmp_path))
+    assert path.endswith("ckpt-2") and isinstance(middle, BYOL)
+    result = pretrain(_pretrain_config(tmp_path), verbose=0)
+    assert result["step"] == 3 and np.isfinite(result["loss"]) and 0 < result["collapse_std"] <= 1
+    final, _, _ = restore_model(str(tmp_path))
+    tau = 1 - 0.1 * (np.cos(np.pi * 2 / 3) + 1) / 2  # tau(step 2) of the 3-step cosine from 0.9
+    for (_, t2), (online3, t3) in zip(middle.target_pairs(), final.target_pairs()):
+        want = tau * t2.numpy().astype(np.float64) + (1 - tau) * online3.numpy().astype(np.float64)
+        np.testing.assert_allclose(t3.numpy(), want, rtol=1e-5, atol=1e-6, err_msg=t3.path)
+    # The target had really moved away from the online network before the interruption.
+    assert any(not np.allclose(o.numpy(), t.numpy(), atol=1e-4) for o, t in middle.target_pairs())

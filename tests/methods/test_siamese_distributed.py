@@ -1,0 +1,97 @@
+"""BYOL and SimSiam on 2 replicas (synchronised BN) take the same step as one device on the global batch.
+
+What the maths says: both losses are means of per-example terms (divided by the replica count, so the
+summed replica gradients are the global-batch gradient); with sync BN every batch statistic is the
+global one; BYOL's EMA is elementwise on identical replicas. So after one SGD step the online weights,
+BYOL's target weights, the loss and the (gathered) collapse monitor must all match one device.
+Uses the session-wide `two_replica_strategy` of tests/conftest.py and, through build_training, the tiny
+conv encoder of tests/methods/conftest.py (with sync BN): tracing ResNet-18 three times per method would
+dominate the suite, and the replica arithmetic under test lives in the method, heads and losses.
+"""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfssl.config import TrainConfig
+from tfssl.training import _make_step_function, build_training
+
+SIZE, WIDTH, GLOBAL_BATCH, NUM_CLASSES = 8, 0.125, 8, 3
+
+
+def _config(method, sync_bn=True):
+    # Plain SGD (no momentum, no decay, constant LR at step 0) so one step is w - lr * g.
+    return TrainConfig(model_dir="unused", method=method, image_size=SIZE, width_multiplier=WIDTH, sync_bn=sync_bn,
+                       batch_size=GLOBAL_BATCH, optimizer="sgd", momentum=0.0, weight_decay=0.0, learning_rate=0.05,
+                       lr_scaling="none", warmup_epochs=0.0, proj_dim=8, proj_hidden_dim=16, tau_base=0.9,
+                       augment_on="host", seed=0)
+
+
+def _global_batch():
+    rng = np.random.default_rng(0)
+    view1 = rng.uniform(size=(GLOBAL_BATCH, SIZE, SIZE, 3)).astype(np.float32)
+    # Replica 1's half is much brighter, so per-replica BN statistics would clearly differ from global ones.
+    view1[GLOBAL_BATCH // 2:] = view1[GLOBAL_BATCH // 2:] * 3.0 + 0.5
+    view2 = (view1 + 0.1 * rng.normal(size=view1.shape)).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, size=GLOBAL_BATCH).astype(np.int64)
+    return tf.data.Dataset.from_tensor_slices((view1, view2, labels)).batch(GLOBAL_BATCH)
+
+
+def _one_step(model, strategy):
+    step = _make_step_function(model, strategy, jit_compile=False)
+    outputs = step(iter(strategy.experimental_distribute_dataset(_global_batch())))
+    return {name: float(value) for name, value in outputs.items()}
+
+
+def _first_replica(variable, strategy):
+    return np.asarray(strategy.experimental_local_results(variable.value)[0])
+
+
+def _run(method, sync_bn, strategy):
+    """Both models after one step from the same weights, their logs, and the initial weights."""
+    single_strategy = tf.distribute.get_strategy()
+    config = _config(method, sync_bn)
+    distributed, _ = build_training(config, strategy, NUM_CLASSES, steps_per_epoch=1, total_steps=10)
+    single, _ = build_training(config, single_strategy, NUM_CLASSES, steps_per_epoch=1, total_steps=10)
+    single.set_weights(distributed.get_weights())
+    initial = [np.array(v.numpy()) for v in single.weights]
+    return distributed, single, _one_step(distributed, strategy), _one_step(single, single_strategy), initial
+
+
+@pytest.mark.parametrize("method", ["byol", "simsiam"])
+def test_two_replicas_match_one_device(method, two_replica_strategy, tiny_encoder_in_build_method):
+    strategy = two_replica_strategy
+    distributed, single, distributed_logs, single_logs, initial = _run(method, True, strategy)
+    initial_by_id = {id(v): w0 for v, w0 in zip(single.weights, initial)}
+
+    compared = 0
+    for v_dist, v_single, w0 in zip(distributed.weights, single.weights, initial):
+        got, want = _first_replica(v_dist, strategy), v_single.numpy()
+        replicas = strategy.experimental_local_results(v_dist.value)
+        np.testing.assert_allclose(np.asarray(replicas[1]), got, rtol=1e-6, atol=1e-7, err_msg=v_dist.path)
+        # Float32 summation order differs between the runs: allow 1e-5 of this variable's update size.
+        atol = 1e-5 * np.max(np.abs(want - w0)) + 1e-7
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=atol, err_msg=v_dist.path)
+        compared += 1
+    assert compared == len(single.weights)
+    moved = [np.max(np.abs(v.numpy() - initial_by_id[id(v)])) > 0 for v in single.trainable_variables]
+    assert sum(moved) > 0.9 * len(moved)
+    if method == "byol":  # the EMA moved the target too, identically on both sides
+        pairs = single.target_pairs()
+        assert any(not np.allclose(t.numpy(), o.numpy()) for o, t in pairs)
+    for name in ("loss", "collapse_std", "probe_loss", "probe_acc"):
+        np.testing.assert_allclose(distributed_logs[name], single_logs[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_without_sync_bn_the_step_differs(two_replica_strategy, tiny_encoder_in_build_method):
+    """The same comparison with per-replica BN must fail, so the test above really detects missing sync."""
+    strategy = two_replica_strategy
+    distributed, single, _, _, initial = _run("byol", False, strategy)
+    initial_by_id = {id(v): w0 for v, w0 in zip(single.weights, initial)}
+    gaps = []
+    for v_dist, v_single in zip(distributed.trainable_variables, single.trainable_variables):
+        w0 = initial_by_id[id(v_single)]
+        update = v_single.numpy() - w0
+        if np.max(np.abs(update)) > 0:
+            got = _first_replica(v_dist, strategy) - np.asarray(w0)
+            gaps.append(np.max(np.abs(got - update)) / np.max(np.abs(update)))
+    assert max(gaps) > 1e-2, max(gaps)

@@ -1,0 +1,82 @@
+"""BYOL: an online network regresses a slowly moving average of itself.
+
+Grill et al., "Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning", NeurIPS 2020.
+Online: encoder f, projector g, predictor q. Target: EMA copy of f and g, tau rising from tau_base to 1
+on a cosine over training (sec. 3.2). Loss: normalised MSE between q(z) and the target's projection of
+the other view, symmetrised (eq. 2). Views: the asymmetric recipe `tfssl.augment.byol_views`.
+"""
+import keras
+import tensorflow as tf
+
+from tfssl.losses import normalized_mse_loss
+from tfssl.methods.siamese import SiameseMethod
+from tfssl.optim.momentum import cosine_momentum
+
+
+@keras.saving.register_keras_serializable(package="tfssl")
+class BYOL(SiameseMethod):
+    """BYOL with an EMA target network.
+
+    Args:
+      encoder: backbone, images -> `[B, D]`.
+      projector: online projector g (`ProjectionHead`, BYOL: 4096 hidden, 256 out, no output BN).
+      predictor: online predictor q (`tfssl.heads.predictor_head`).
+      tau_base: target decay at step 0, in [0, 1] (0.996 in the paper).
+      total_steps: length K of the cosine schedule of tau; None keeps tau = tau_base (e.g. a model
+        rebuilt only for evaluation or export).
+      **kwargs: `SSLMethod` arguments.
+    """
+
+    def __init__(self, encoder, projector, predictor, tau_base=0.996, total_steps=None, **kwargs):
+        super().__init__(encoder, projector, predictor, **kwargs)
+        if not 0.0 <= tau_base <= 1.0:
+            raise ValueError(f"tau_base must be in [0, 1], got {tau_base}")
+        if total_steps is not None and total_steps <= 0:
+            raise ValueError(f"total_steps must be > 0 or None (constant tau), got {total_steps}")
+        self.tau_base = float(tau_base)
+        self.total_steps = None if total_steps is None else int(total_steps)
+        # The target starts as an exact copy of the online encoder and projector (paper, sec. 3.2).
+        self.target_encoder = self.make_target(encoder, encoder.input_shape, "target_encoder")
+        self.target_projector = self.make_target(self.projector, (None, self.feature_dim), "target_projector")
+
+    def target_momentum(self, step):
+        """tau at optimizer step `step`: cosine from tau_base to 1 over `total_steps` (constant if None)."""
+        if self.total_steps is None:
+            return tf.constant(self.tau_base, tf.float32)
+        return cosine_momentum(step, self.total_steps, base=self.tau_base, final=1.0)
+
+    def target_pairs(self):
+        """`(online, target)` variable pairs the EMA updates (trainable weights of f and g)."""
+        return (self.ema_pairs(self.encoder, self.target_encoder)
+                + self.ema_pairs(self.projector, self.target_projector))
+
+    def target_projection(self, view):
+        """Target branch z' `[n, d]` of one view; a constant for the optimiser."""
+        h = self.target_encoder(view, training=True)
+        return tf.stop_gradient(self.target_projector(h, training=True))
+
+    @staticmethod
+    def symmetric_loss(p1, p2, target1, target2):
+        """Symmetric BYOL loss: nmse(q(z1), z'2) + nmse(q(z2), z'1), each 2 - 2 cos (eq. 2)."""
+        return normalized_mse_loss(p1, target2) + normalized_mse_loss(p2, target1)
+
+    def train_step(self, data):
+        view1, view2, labels = self.views(data)
+        step = tf.identity(self.optimizer.iterations)  # the step this update is, before it increments
+        # The target runs outside the tape: nothing downstream of it is differentiated.
+        target1, target2 = self.target_projection(view1), self.target_projection(view2)
+        with tf.GradientTape() as tape:
+            h1, z1, p1 = self.online(view1)
+            _, z2, p2 = self.online(view2)
+            loss = self.symmetric_loss(p1, p2, target1, target2)
+            total = loss + self.probe_loss(h1, labels)
+        self.apply_gradients(tape, total)
+        tau = self.target_momentum(step)
+        pairs = self.target_pairs()
+        self.momentum_update([o for o, _ in pairs], [t for _, t in pairs], tau)
+        return self.report(loss, z1, z2)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(tau_base=self.tau_base, total_steps=self.total_steps)
+        return config

@@ -1,0 +1,87 @@
+"""The online branch BYOL, SimSiam (and MoCo v3) share: encoder f -> projector g -> predictor q.
+
+Grill et al. 2020 (BYOL), fig. 2; Chen & He 2021 (SimSiam), fig. 1. Each method file adds what makes
+it particular: the target branch (an EMA copy, or the same network behind a stop-gradient) and the loss.
+"""
+import keras
+import tensorflow as tf
+
+from tfssl.distribute import replica_id_and_count
+from tfssl.heads import ProjectionHead, predictor_head
+from tfssl.methods.base import SSLMethod
+
+
+@keras.saving.register_keras_serializable(package="tfssl")
+class SiameseMethod(SSLMethod):
+    """Base of the predictor methods: builds and serialises encoder, projector and predictor.
+
+    Args:
+      encoder: backbone, images -> `[B, D]`.
+      projector: `ProjectionHead` g, `[B, D]` -> `[B, d]`.
+      predictor: head q, `[B, d]` -> `[B, d]` (its output width must equal the projector's).
+      **kwargs: `SSLMethod` arguments (augment, num_classes, linear_probe, seed, name).
+    """
+
+    metric_names = ("loss", "collapse_std")
+    keras_parts = ("encoder", "projector", "predictor")
+
+    def __init__(self, encoder, projector, predictor, **kwargs):
+        super().__init__(encoder, **kwargs)
+        self.projector = projector
+        self.predictor = predictor
+        if predictor.output_dim != projector.output_dim:
+            raise ValueError(f"predictor output_dim {predictor.output_dim} must equal the projector's "
+                             f"output_dim {projector.output_dim}: the prediction regresses a projection")
+        # Built now, not lazily: target copies and optimizer slots need every variable before step 1.
+        if not projector.built:
+            projector.build((None, self.feature_dim))
+        if not predictor.built:
+            predictor.build((None, projector.output_dim))
+
+    @property
+    def feature_dim(self):
+        """Width D of the encoder output."""
+        return int(self.encoder.output.shape[-1])
+
+    def online(self, view):
+        """Online branch of one view `[n, S, S, 3]`: returns `(h [n, D], z [n, d], p [n, d])`.
+
+        Views go through the networks one at a time, so batch norm normalises each view with its own
+        statistics, as both papers' implementations do.
+        """
+        h = self.encoder(view, training=True)
+        z = self.projector(h, training=True)
+        return h, z, self.predictor(z, training=True)
+
+    def report(self, loss, z1, z2, **extra):
+        """Updates the trackers: plain-mean loss (undoing the replica division) and the collapse monitor."""
+        _, num_replicas = replica_id_and_count()
+        return self.update_metrics(loss=loss * num_replicas, collapse_std=self.collapse_std(tf.concat([z1, z2], 0)),
+                                   **extra)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(projector=keras.saving.serialize_keras_object(self.projector),
+                      predictor=keras.saving.serialize_keras_object(self.predictor))
+        return config
+
+
+def default_heads(feature_dim, proj_layers, proj_dim, proj_hidden_dim, pred_hidden_dim, last_bn, sync_bn=False):
+    """Projector and predictor of a `SiameseMethod`, sized like the flags say.
+
+    Args:
+      feature_dim: encoder output width D (the projector's hidden width when proj_hidden_dim is 0).
+      proj_layers: projector depth (BYOL 2, SimSiam 3 on ImageNet / 2 on CIFAR).
+      proj_dim: projection width d (BYOL 256, SimSiam 2048).
+      proj_hidden_dim: projector hidden width (BYOL 4096, SimSiam 2048); 0 = D.
+      pred_hidden_dim: predictor hidden width (BYOL 4096, SimSiam 512).
+      last_bn: batch norm on the projector output (SimSiam yes, BYOL no).
+      sync_bn: synchronise batch-norm statistics across replicas.
+
+    Returns:
+      `(projector, predictor)`.
+    """
+    projector = ProjectionHead(num_layers=proj_layers, output_dim=proj_dim, hidden_dim=proj_hidden_dim or None,
+                               last_bn=last_bn, sync_bn=sync_bn, name="projector")
+    predictor = predictor_head(proj_dim, pred_hidden_dim, sync_bn=sync_bn, name="predictor")
+    return projector, predictor
