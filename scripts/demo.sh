@@ -16,7 +16,7 @@ tfssl-train --flagfile=flags/simclr_fashion_mnist.flags --model_dir="$OUT/run" -
 echo "[demo] 2/3 evaluating: linear probe (l2 chosen on validation) and weighted kNN, test reported once"
 tfssl-eval --model_dir="$OUT/run"
 echo "[demo] 3/3 exporting the encoder"
-tfssl-export --model_dir="$OUT/run" --export_dir="$OUT/export" --overwrite
+tfssl-export --model_dir="$OUT/run" --export_base="$OUT/export" --model_name=tfssl_encoder
 
 cat <<MSG
 
@@ -25,6 +25,6 @@ cat <<MSG
   $OUT/run/metrics.csv           training metrics (also: tensorboard --logdir $OUT/run/tensorboard)
   $OUT/run/checkpoints/          checkpoints (re-run the same command to resume or extend)
   $OUT/run/eval/result.json      evaluation figures above, with cached features
-  $OUT/export/                   SavedModel: serving_default(images 0..255) -> embedding
+  $OUT/export/tfssl_encoder/N/   SavedModel in TF Serving layout (version N; export/README.md serves it)
 This is a short demo run; benchmarks/accuracy.py runs the full recipe (README, "Results").
 MSG

@@ -5,3 +5,12 @@ import os as _os
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # `tfssl.load_encoder` without making `import tfssl` load TensorFlow (CLIs quiet its logs first).
+    if name == "load_encoder":
+        from tfssl.finetune import load_encoder
+
+        return load_encoder
+    raise AttributeError(f"module 'tfssl' has no attribute {name!r}")
