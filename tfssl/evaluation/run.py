@@ -67,6 +67,21 @@ def random_init_encoder(config, seed_offset=1):
     return build_encoder_from_config(config)
 
 
+def export_eval_dir(export_dir):
+    """Where the evaluation of an export goes: never inside a directory a model server may watch.
+
+    `<base>/<model>/<version>` (TF Serving layout; a model dir means its newest version) ->
+    `<base>/<model>_eval/<version>`; any other SavedModel directory `<dir>` -> `<dir>_eval`.
+    """
+    from tfssl.export import resolve_version_dir
+
+    version_dir = os.path.normpath(resolve_version_dir(export_dir))
+    model_dir, version = os.path.split(version_dir)
+    if version.isdigit():
+        return os.path.join(os.path.dirname(model_dir), os.path.basename(model_dir) + "_eval", version)
+    return version_dir + "_eval"
+
+
 def evaluate_run(model_dir, export_dir=None, checkpoint=None, overrides=None, random_baseline=True,
                  knn_k=200, knn_temperature=0.1, batch_size=256, output=None, verbose=1):
     """Evaluates a training run's encoder (or its export) and writes `result.json`.
@@ -78,8 +93,8 @@ def evaluate_run(model_dir, export_dir=None, checkpoint=None, overrides=None, ra
       checkpoint: a specific checkpoint path (default: newest).
       overrides: dict of `TrainConfig` fields to change (dataset, splits, data_dir ...).
       random_baseline: also evaluate a random-init encoder of the same architecture.
-      output: path of result.json (default `<model_dir>/eval/result.json`, or
-        `<export_dir>_eval/result.json` for an export).
+      output: path of result.json (default `<model_dir>/eval/result.json`, or `result.json` in
+        `export_eval_dir(export_dir)` for an export).
 
     Returns:
       The result dict that was written.
@@ -97,8 +112,7 @@ def evaluate_run(model_dir, export_dir=None, checkpoint=None, overrides=None, ra
         raise ValueError("pass --model_dir (a training run) or --encoder (an exported encoder)")
     for key, value in overrides.items():
         setattr(config, key, value)
-    # An export's own directory stays untouched (a model server may be watching it).
-    cache_dir = os.path.join(model_dir, "eval") if model_dir else os.path.normpath(export_dir) + "_eval"
+    cache_dir = os.path.join(model_dir, "eval") if model_dir else export_eval_dir(export_dir)
     os.makedirs(cache_dir, exist_ok=True)
 
     if export_dir:
