@@ -14,6 +14,7 @@ from tfssl.config import TrainConfig
 from tfssl.encoders import build_encoder
 from tfssl.heads import ProjectionHead, predictor_head
 from tfssl.methods import BYOL, build_method
+from method_data import fashion_views
 
 SIZE, WIDTH, BATCH, NUM_CLASSES, PROJ_DIM = 8, 0.125, 8, 3, 8
 
@@ -154,30 +155,12 @@ def test_collapse_std_closed_forms():
     np.testing.assert_allclose(float(BYOL.collapse_std(tf.constant(z, tf.float32))), numpy_collapse_std(z), rtol=1e-5)
 
 
-def _fashion_views(image_size, batch, seed=0):
-    """Endless host-augmented (view1, view2, labels) batches of 64 Fashion-MNIST images (mild views)."""
-    from tfssl.augment import SimCLRAugment
-    from tfssl.data import load_split
-
-    split = load_split("fashion_mnist", "train[:64]")
-    images = np.stack([x.numpy() for x, _, _ in split.dataset])
-    labels = np.array([y.numpy() for _, y, _ in split.dataset])
-    augment = SimCLRAugment(image_size, color_jitter_strength=0.25, crop_area=(0.5, 1.0))
-    ds = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch).enumerate()
-
-    def views(index, element):
-        x = tf.image.convert_image_dtype(element[0], tf.float32)
-        return augment(x, tf.stack([index, 2 * index])), augment(x, tf.stack([index, 2 * index + 1])), element[1]
-
-    return ds.map(views)
-
-
 def test_short_fit_lowers_the_loss(tiny_encoder):
     steps = 25
     keras.utils.set_random_seed(0)
     model = _byol(seed=0, tau_base=0.99, total_steps=steps, image_size=16, num_classes=10, encoder=tiny_encoder(16))
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9))
-    history = model.fit(_fashion_views(16, 16), steps_per_epoch=1, epochs=steps, verbose=0)
+    history = model.fit(fashion_views(16, 16), steps_per_epoch=1, epochs=steps, verbose=0)
     losses = np.array(history.history["loss"])
     assert np.all(np.isfinite(losses))
     assert losses[-5:].mean() < losses[:5].mean() - 0.3, losses

@@ -15,6 +15,7 @@ from tfssl.config import TrainConfig
 from tfssl.encoders import build_encoder
 from tfssl.heads import ProjectionHead
 from tfssl.methods import SimCLR, build_method
+from method_data import fashion_views
 
 SIZE, WIDTH, BATCH, NUM_CLASSES, PROJ_DIM = 8, 0.125, 4, 3, 8
 LR = 0.1
@@ -174,32 +175,12 @@ def test_partially_labelled_probe_update_follows_only_labelled_examples():
     assert cosine(update, as_class_0) < 0.999
 
 
-def _fashion_views(image_size, batch):
-    """Endless (view1, view2, labels) batches of 64 fixed Fashion-MNIST images, augmented on the host."""
-    from tfssl.data import load_split
-
-    split = load_split("fashion_mnist", "train[:64]")
-    images = np.stack([x.numpy() for x, _, _ in split.dataset])
-    labels = np.array([y.numpy() for _, y, _ in split.dataset])
-    # Mild views: at 16 px and 30 steps the strong ImageNet recipe leaves too little signal to see learning.
-    augment = SimCLRAugment(image_size, color_jitter_strength=0.25, crop_area=(0.5, 1.0))
-    ds = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch).enumerate()
-
-    def views(index, element):
-        batch_images, batch_labels = element
-        view1 = augment(tf.image.convert_image_dtype(batch_images, tf.float32), tf.stack([index, 2 * index]))
-        view2 = augment(tf.image.convert_image_dtype(batch_images, tf.float32), tf.stack([index, 2 * index + 1]))
-        return view1, view2, batch_labels
-
-    return ds.map(views)
-
-
 def test_short_fit_lowers_the_loss_and_reports_metrics():
     image_size, batch, steps = 16, 16, 30
     model = _simclr(seed=0, num_classes=10, image_size=image_size)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.3, momentum=0.9))
     # One step per "epoch": metrics reset each epoch, so History holds every step's own loss.
-    history = model.fit(_fashion_views(image_size, batch), steps_per_epoch=1, epochs=steps, verbose=0)
+    history = model.fit(fashion_views(image_size, batch), steps_per_epoch=1, epochs=steps, verbose=0)
     losses = np.array(history.history["loss"])
     assert losses.shape == (steps,) and np.all(np.isfinite(losses))
     first, last = losses[:5].mean(), losses[-5:].mean()

@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from tfssl.config import TrainConfig
-from tfssl.training import _make_step_function, build_training
+from method_data import one_step, uneven_global_batch
+from tfssl.training import build_training
 
 SIZE, WIDTH, GLOBAL_BATCH, NUM_CLASSES = 8, 0.125, 8, 3
 
@@ -21,20 +22,8 @@ def _config(sync_bn):
                        augment_on="host", seed=0)
 
 
-def _global_batch():
-    rng = np.random.default_rng(0)
-    view1 = rng.uniform(size=(GLOBAL_BATCH, SIZE, SIZE, 3)).astype(np.float32)
-    # Replica 1's half is much brighter, so per-replica BN statistics clearly differ from global ones.
-    view1[GLOBAL_BATCH // 2:] = view1[GLOBAL_BATCH // 2:] * 3.0 + 0.5
-    view2 = (view1 + 0.1 * rng.normal(size=view1.shape)).astype(np.float32)
-    labels = rng.integers(0, NUM_CLASSES, size=GLOBAL_BATCH).astype(np.int64)
-    return tf.data.Dataset.from_tensor_slices((view1, view2, labels)).batch(GLOBAL_BATCH)
-
-
 def _one_step(model, strategy):
-    step = _make_step_function(model, strategy, jit_compile=False)
-    outputs = step(iter(strategy.experimental_distribute_dataset(_global_batch())))
-    return {name: float(value) for name, value in outputs.items()}
+    return one_step(model, strategy, uneven_global_batch(GLOBAL_BATCH, SIZE, NUM_CLASSES))
 
 
 def _replica_values(variable, strategy):

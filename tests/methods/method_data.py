@@ -1,0 +1,48 @@
+"""Batches shared by the method tests (host-augmented views, a two-replica global batch, one step)."""
+import numpy as np
+import tensorflow as tf
+
+
+def fashion_views(image_size, batch):
+    """Endless (view1, view2, labels) batches of 64 fixed Fashion-MNIST images, augmented on the host.
+
+    Mild views (jitter 0.25, crops of >= 50% area): at 16 px and a few dozen steps the strong ImageNet
+    recipe leaves too little signal to see a loss fall.
+    """
+    from tfssl.augment import SimCLRAugment
+    from tfssl.data import load_split
+
+    split = load_split("fashion_mnist", "train[:64]")
+    images = np.stack([x.numpy() for x, _, _ in split.dataset])
+    labels = np.array([y.numpy() for _, y, _ in split.dataset])
+    augment = SimCLRAugment(image_size, color_jitter_strength=0.25, crop_area=(0.5, 1.0))
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch).enumerate()
+
+    def views(index, element):
+        x = tf.image.convert_image_dtype(element[0], tf.float32)
+        return augment(x, tf.stack([index, 2 * index])), augment(x, tf.stack([index, 2 * index + 1])), element[1]
+
+    return ds.map(views)
+
+
+def uneven_global_batch(global_batch, size, num_classes):
+    """One (view1, view2, labels) batch whose second half is much brighter than the first.
+
+    Split over two replicas, per-replica BN statistics then clearly differ from the global ones, so
+    a test comparing 2 replicas with one device can tell synchronised BN from unsynchronised.
+    """
+    rng = np.random.default_rng(0)
+    view1 = rng.uniform(size=(global_batch, size, size, 3)).astype(np.float32)
+    view1[global_batch // 2:] = view1[global_batch // 2:] * 3.0 + 0.5
+    view2 = (view1 + 0.1 * rng.normal(size=view1.shape)).astype(np.float32)
+    labels = rng.integers(0, num_classes, size=global_batch).astype(np.int64)
+    return tf.data.Dataset.from_tensor_slices((view1, view2, labels)).batch(global_batch)
+
+
+def one_step(model, strategy, dataset):
+    """Runs the training loop's own step function once on `dataset`; returns the logged values."""
+    from tfssl.training import _make_step_function
+
+    step = _make_step_function(model, strategy, jit_compile=False)
+    outputs = step(iter(strategy.experimental_distribute_dataset(dataset)))
+    return {name: float(value) for name, value in outputs.items()}
