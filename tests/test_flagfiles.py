@@ -61,3 +61,28 @@ def test_published_byol_and_simsiam_recipes():
         # Same encoder and budget as the SimCLR Fashion-MNIST run, so the README table compares like for like.
         assert (small.encoder, small.width_multiplier, small.image_size, small.batch_size, small.epochs) == (
             simclr.encoder, simclr.width_multiplier, simclr.image_size, simclr.batch_size, simclr.epochs)
+
+
+def test_published_barlow_twins_and_vicreg_recipes():
+    def load(name):
+        values = flags.FlagValues()
+        define_flags(values)
+        values(["prog", f"--flagfile={os.path.join(FLAG_DIR, name)}"])
+        return from_flags(values, TrainConfig)
+
+    barlow = load("barlow_twins_imagenet.flags")
+    # Zbontar et al. 2021: ResNet-50, batch 2048, LARS lr 0.2 x B/256 (weights), wd 1.5e-6, 3 x 8192, lambda 0.0051.
+    assert (barlow.method, barlow.encoder, barlow.batch_size, barlow.optimizer, barlow.learning_rate,
+            barlow.lr_scaling, barlow.weight_decay, barlow.proj_layers, barlow.proj_hidden_dim, barlow.proj_dim,
+            barlow.bt_lambda, barlow.epochs) == (
+        "barlow_twins", "resnet50", 2048, "lars", 0.2, "linear", 1.5e-6, 3, 8192, 8192, 0.0051, 1000)
+    vicreg = load("vicreg_imagenet.flags")
+    # Bardes et al. 2022: LARS lr 0.2 x B/256 at B = 2048, wd 1e-6, 3 x 8192 expander, weights 25 / 25 / 1.
+    assert (vicreg.method, vicreg.encoder, vicreg.batch_size, vicreg.optimizer, vicreg.learning_rate,
+            vicreg.lr_scaling, vicreg.weight_decay, vicreg.proj_layers, vicreg.proj_hidden_dim, vicreg.proj_dim,
+            vicreg.vicreg_sim_weight, vicreg.vicreg_var_weight, vicreg.vicreg_cov_weight, vicreg.epochs) == (
+        "vicreg", "resnet50", 2048, "lars", 0.2, "linear", 1e-6, 3, 8192, 8192, 25.0, 25.0, 1.0, 1000)
+    for name in ("barlow_twins_fashion_mnist.flags", "vicreg_fashion_mnist.flags"):
+        small, simclr = load(name), load("simclr_fashion_mnist.flags")
+        assert (small.encoder, small.width_multiplier, small.image_size, small.batch_size, small.epochs) == (
+            simclr.encoder, simclr.width_multiplier, simclr.image_size, simclr.batch_size, simclr.epochs)

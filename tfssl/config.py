@@ -61,6 +61,10 @@ class TrainConfig:
     pred_hidden_dim: int = _field(0, "Predictor hidden width of byol / simsiam (BYOL 4096, SimSiam 512); "
                                      "0 = byol: the projector hidden width, simsiam: proj_dim // 4.")
     tau_base: float = _field(0.996, "BYOL target EMA decay at step 0; rises to 1 on a cosine over training.")
+    bt_lambda: float = _field(0.0051, "Barlow Twins weight of the off-diagonal (redundancy) term (paper: 0.0051).")
+    vicreg_sim_weight: float = _field(25.0, "VICReg weight lambda of the invariance term (paper: 25).")
+    vicreg_var_weight: float = _field(25.0, "VICReg weight mu of the variance term (paper: 25).")
+    vicreg_cov_weight: float = _field(1.0, "VICReg weight nu of the covariance term (paper: 1).")
     color_jitter_strength: float = _field(1.0, "Colour-jitter strength s (0.5 for CIFAR-10, 1.0 for ImageNet).")
     blur: str = _field("auto", "Gaussian blur p=0.5; auto = on only for images > 32 px.")
     augment_on: str = _field("host", "Where views are made: host (tf.data) or device (inside train_step).")
@@ -106,6 +110,9 @@ class TrainConfig:
         if self.proj_hidden_dim < 0 or self.pred_hidden_dim < 0:
             raise ValueError(f"--proj_hidden_dim and --pred_hidden_dim must be >= 0 (0 = default width), got "
                              f"{self.proj_hidden_dim} and {self.pred_hidden_dim}")
+        for name in ("bt_lambda", "vicreg_sim_weight", "vicreg_var_weight", "vicreg_cov_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.tau_base <= 1:
             raise ValueError(f"--tau_base must be in [0, 1] (BYOL: 0.996), got {self.tau_base}")
         if not 0 <= self.momentum < 1:

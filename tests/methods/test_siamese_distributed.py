@@ -1,7 +1,8 @@
-"""BYOL and SimSiam on 2 replicas (synchronised BN) take the same step as one device on the global batch.
+"""BYOL, SimSiam, Barlow Twins and VICReg on 2 replicas (synchronised BN) take the same step as one device on the global batch.
 
-What the maths says: both losses are means of per-example terms (divided by the replica count, so the
-summed replica gradients are the global-batch gradient); with sync BN every batch statistic is the
+What the maths says: BYOL's and SimSiam's losses are means of per-example terms, Barlow Twins' and
+VICReg's functions of gathered global-batch statistics; all are divided by the replica count, so the
+summed replica gradients are the global-batch gradient; with sync BN every batch statistic is the
 global one; BYOL's EMA is elementwise on identical replicas. So after one SGD step the online weights,
 BYOL's target weights, the loss and the (gathered) collapse monitor must all match one device.
 Uses the session-wide `two_replica_strategy` of tests/conftest.py and, through build_training, the tiny
@@ -46,7 +47,7 @@ def _run(method, sync_bn, strategy):
     return distributed, single, _one_step(distributed, strategy), _one_step(single, single_strategy), initial
 
 
-@pytest.mark.parametrize("method", ["byol", "simsiam"])
+@pytest.mark.parametrize("method", ["byol", "simsiam", "barlow_twins", "vicreg"])
 def test_two_replicas_match_one_device(method, two_replica_strategy, tiny_encoder_in_build_method):
     strategy = two_replica_strategy
     distributed, single, distributed_logs, single_logs, initial = _run(method, True, strategy)
@@ -67,7 +68,9 @@ def test_two_replicas_match_one_device(method, two_replica_strategy, tiny_encode
     if method == "byol":  # the EMA moved the target too, identically on both sides
         pairs = single.target_pairs()
         assert any(not np.allclose(t.numpy(), o.numpy()) for o, t in pairs)
-    for name in ("loss", "collapse_std", "probe_loss", "probe_acc"):
+    components = {"barlow_twins": ("on_diagonal", "off_diagonal"),
+                  "vicreg": ("invariance", "variance", "covariance")}.get(method, ())
+    for name in ("loss", "collapse_std", "probe_loss", "probe_acc") + components:
         np.testing.assert_allclose(distributed_logs[name], single_logs[name], rtol=1e-4, atol=1e-6, err_msg=name)
 
 

@@ -1,14 +1,17 @@
 """Self-supervised methods: each a `keras.Model` with its own `train_step`, built from shared parts."""
+from tfssl.methods.barlow_twins import BarlowTwins
 from tfssl.methods.base import SSLMethod
 from tfssl.methods.byol import BYOL
+from tfssl.methods.redundancy import RedundancyMethod
 from tfssl.methods.siamese import SiameseMethod
 from tfssl.methods.simclr import SimCLR
 from tfssl.methods.simsiam import SimSiam
+from tfssl.methods.vicreg import VICReg
 
-METHODS = {"simclr": SimCLR, "byol": BYOL, "simsiam": SimSiam}
+METHODS = {"simclr": SimCLR, "byol": BYOL, "simsiam": SimSiam, "barlow_twins": BarlowTwins, "vicreg": VICReg}
 
-__all__ = ["BYOL", "METHODS", "SSLMethod", "SiameseMethod", "SimCLR", "SimSiam", "build_augment", "build_method",
-           "build_encoder_from_config"]
+__all__ = ["BYOL", "BarlowTwins", "METHODS", "RedundancyMethod", "SSLMethod", "SiameseMethod", "SimCLR", "SimSiam",
+           "VICReg", "build_augment", "build_method", "build_encoder_from_config"]
 
 
 def build_encoder_from_config(config, channels=3):
@@ -23,12 +26,13 @@ def build_encoder_from_config(config, channels=3):
 def build_augment(config):
     """The view recipe of a `TrainConfig`'s method (used on the host or on the device).
 
-    BYOL gets its asymmetric pair (blur p 1.0 / 0.1, solarize p 0 / 0.2); SimCLR and SimSiam (whose
-    paper uses SimCLR's recipe) one `SimCLRAugment` for both views.
+    BYOL, Barlow Twins and VICReg (both papers reuse BYOL's recipe) get the asymmetric pair (blur p
+    1.0 / 0.1, solarize p 0 / 0.2); SimCLR and SimSiam (whose paper uses SimCLR's recipe) one
+    `SimCLRAugment` for both views.
     """
     from tfssl.augment import SimCLRAugment, byol_views
 
-    if config.method == "byol":
+    if config.method in ("byol", "barlow_twins", "vicreg"):
         return byol_views(config.image_size, color_jitter_strength=config.color_jitter_strength,
                           blur=config.resolved_blur())
     return SimCLRAugment(config.image_size, color_jitter_strength=config.color_jitter_strength,
@@ -81,6 +85,16 @@ def build_method(config, num_classes=None, total_steps=None):
                          total_steps=total_steps, **common)
         else:
             model = SimSiam(projector=projector, predictor=predictor, **common)
+    elif config.method in ("barlow_twins", "vicreg"):
+        # Both papers end the projector with a plain Dense: the loss itself standardises / regularises.
+        projector = ProjectionHead(num_layers=config.proj_layers, output_dim=config.proj_dim,
+                                   hidden_dim=config.proj_hidden_dim or None, last_bn=False,
+                                   sync_bn=config.sync_bn, name="projector")
+        if config.method == "barlow_twins":
+            model = BarlowTwins(projector=projector, lambd=config.bt_lambda, **common)
+        else:
+            model = VICReg(projector=projector, sim_weight=config.vicreg_sim_weight,
+                           var_weight=config.vicreg_var_weight, cov_weight=config.vicreg_cov_weight, **common)
     else:  # pragma: no cover - METHODS and this factory grow together
         raise ValueError(f"unknown method {config.method!r}; choose one of {', '.join(sorted(METHODS))}")
     model.build_heads()
