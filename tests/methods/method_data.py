@@ -46,3 +46,12 @@ def one_step(model, strategy, dataset):
     step = _make_step_function(model, strategy, jit_compile=False)
     outputs = step(iter(strategy.experimental_distribute_dataset(dataset)))
     return {name: float(value) for name, value in outputs.items()}
+
+
+def random_views(seed, batch, size, num_classes, noise=0.1):
+    """Fixed `(view1, view2, labels)` tensors: uniform images and a noisy copy clipped to [0, 1]."""
+    rng = np.random.default_rng(seed)
+    view1 = rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
+    view2 = np.clip(view1 + noise * rng.normal(size=view1.shape), 0, 1).astype(np.float32)
+    labels = rng.integers(0, num_classes, size=batch)
+    return tf.constant(view1), tf.constant(view2), tf.constant(labels, tf.int64)

@@ -14,7 +14,7 @@ from tfssl.config import TrainConfig
 from tfssl.encoders import build_encoder
 from tfssl.heads import ProjectionHead, predictor_head
 from tfssl.methods import BYOL, build_method
-from method_data import fashion_views
+from method_data import fashion_views, random_views
 
 SIZE, WIDTH, BATCH, NUM_CLASSES, PROJ_DIM = 8, 0.125, 8, 3, 8
 
@@ -32,11 +32,7 @@ def _byol(seed=0, tau_base=0.9, total_steps=4, augment=None, image_size=SIZE, nu
 
 
 def _views(seed=0, batch=BATCH):
-    rng = np.random.default_rng(seed)
-    view1 = rng.uniform(size=(batch, SIZE, SIZE, 3)).astype(np.float32)
-    view2 = np.clip(view1 + 0.1 * rng.normal(size=view1.shape), 0, 1).astype(np.float32)
-    labels = rng.integers(0, NUM_CLASSES, size=batch)
-    return tf.constant(view1), tf.constant(view2), tf.constant(labels, tf.int64)
+    return random_views(seed, batch, SIZE, NUM_CLASSES)
 
 
 def _sgd(model, lr=0.1):

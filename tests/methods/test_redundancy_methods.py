@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from method_data import fashion_views
+from method_data import fashion_views, random_views
 from tfssl.config import TrainConfig
 from tfssl.heads import ProjectionHead
 from tfssl.methods import METHODS, BarlowTwins, VICReg, build_method
@@ -26,10 +26,7 @@ def _model(method, tiny_encoder, seed=0, image_size=SIZE, num_classes=NUM_CLASSE
 
 
 def _views(seed=0, batch=BATCH):
-    rng = np.random.default_rng(seed)
-    view1 = rng.uniform(size=(batch, SIZE, SIZE, 3)).astype(np.float32)
-    view2 = np.clip(view1 + 0.2 * rng.normal(size=view1.shape), 0, 1).astype(np.float32)
-    return tf.constant(view1), tf.constant(view2), tf.constant(rng.integers(0, NUM_CLASSES, size=batch), tf.int64)
+    return random_views(seed, batch, SIZE, NUM_CLASSES, noise=0.2)
 
 
 def _numpy_barlow(z1, z2, lambd):

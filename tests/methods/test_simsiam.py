@@ -15,6 +15,7 @@ from tfssl.config import TrainConfig
 from tfssl.encoders import build_encoder
 from tfssl.heads import ProjectionHead, predictor_head
 from tfssl.methods import SimSiam, build_method
+from method_data import random_views
 
 SIZE, WIDTH, BATCH, NUM_CLASSES, PROJ_DIM = 8, 0.125, 8, 3, 8
 LR = 0.1
@@ -31,10 +32,7 @@ def _simsiam(seed=0, augment=None, image_size=SIZE, num_classes=NUM_CLASSES, lin
 
 
 def _views(seed=0, batch=BATCH):
-    rng = np.random.default_rng(seed)
-    view1 = rng.uniform(size=(batch, SIZE, SIZE, 3)).astype(np.float32)
-    view2 = np.clip(view1 + 0.1 * rng.normal(size=view1.shape), 0, 1).astype(np.float32)
-    return tf.constant(view1), tf.constant(view2), tf.constant(rng.integers(0, NUM_CLASSES, size=batch), tf.int64)
+    return random_views(seed, batch, SIZE, NUM_CLASSES)
 
 
 def _cos(a, b):
