@@ -5,8 +5,10 @@
 model is still a plain `keras.Model` whose `train_step` also works with `fit`.
 """
 import csv
+import json
 import math
 import os
+import resource
 import signal
 import sys
 import time
@@ -24,6 +26,7 @@ from tfssl.optim import WarmupCosine, build_optimizer, scale_learning_rate
 FLAGS_FILE = "flags.json"
 METRICS_FILE = "metrics.csv"
 CHECKPOINT_DIR = "checkpoints"
+TIMING_FILE = "timing.json"
 
 
 def write_text_atomic(path, text):
@@ -58,18 +61,18 @@ def set_precision_policy(name):
     keras.mixed_precision.set_global_policy("float32" if name == "none" else name)
 
 
-def build_training(config, strategy, num_classes, steps_per_epoch, total_steps):
+def build_training(config, strategy, num_classes, steps_per_epoch, total_steps, num_examples=None):
     """Model, LR schedule and optimizer for `config`, created under `strategy`'s scope."""
     lr = scale_learning_rate(config.learning_rate, config.batch_size, config.lr_scaling)
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     schedule = WarmupCosine(lr, total_steps=total_steps, warmup_steps=min(warmup, total_steps))
     with strategy.scope():
-        model = build_method(config, num_classes=num_classes, total_steps=total_steps)
+        model = build_method(config, num_classes=num_classes, total_steps=total_steps, num_examples=num_examples)
         optimizer = build_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay,
                                     momentum=config.momentum)
         # Under mixed_float16, compile() wraps the optimizer in a LossScaleOptimizer (auto_scale_loss).
         model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
-        model.optimizer.build(model.trainable_variables)
+        model.build_optimizers()
     return model, schedule
 
 
@@ -99,6 +102,29 @@ class _MetricsLog:
                 if name != "elapsed_s":
                     tf.summary.scalar(f"train/{name}", value)
         self.writer.flush()
+
+
+class _Timing:
+    """timing.json: training wall time and peak memory summed / maxed over every run segment (resumes).
+
+    Written next to each checkpoint; the seconds a killed segment spent after its last checkpoint are
+    retrained (and counted) by the resumed one.
+    """
+
+    def __init__(self, model_dir, resumed_step):
+        self.path = os.path.join(model_dir, TIMING_FILE)
+        self.start = time.time()
+        self.before = {"seconds": 0.0, "segments": 0, "peak_rss_mib": 0.0, "step": 0}
+        if os.path.exists(self.path) and resumed_step:
+            with open(self.path) as f:
+                self.before.update(json.load(f))
+
+    def write(self, step):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kilobytes on Linux
+        record = {"seconds": round(self.before["seconds"] + time.time() - self.start, 1),
+                  "segments": self.before["segments"] + 1,
+                  "peak_rss_mib": round(max(self.before["peak_rss_mib"], peak), 1), "step": step}
+        write_text_atomic(self.path, json.dumps(record, indent=2))
 
 
 def _make_step_function(model, strategy, jit_compile):
@@ -141,7 +167,8 @@ def pretrain(config, verbose=1):
     total_steps = config.train_steps or config.epochs * steps_per_epoch
     num_epochs = math.ceil(total_steps / steps_per_epoch)
 
-    model, schedule = build_training(config, strategy, split.num_classes, steps_per_epoch, total_steps)
+    model, schedule = build_training(config, strategy, split.num_classes, steps_per_epoch, total_steps,
+                                     num_examples=split.num_examples)
     # Metric trackers hold the epoch's running means: checkpointing them makes a resumed epoch log
     # exactly what an uninterrupted one would.
     metric_state = [v for metric in model.metrics for v in metric.variables]
@@ -154,16 +181,16 @@ def pretrain(config, verbose=1):
         names = {name for name, _ in tf.train.list_variables(manager.latest_checkpoint)}
         status = tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(manager.latest_checkpoint)
         if _head_layers_checkpointed(model, names):
-            status.assert_existing_objects_matched()
+            status.assert_existing_objects_matched().expect_partial()  # metric state: restored below
         else:
             # Checkpoints from before heads saved their own layers hold the head's trainable weights (via
             # the optimizer) but not its batch-norm moving statistics, which only inference mode uses.
-            status.assert_nontrivial_match()
+            status.assert_nontrivial_match().expect_partial()
             logging.warning("%s predates checkpointed head layers: projection-head BN moving statistics "
                             "restart from their initial values", manager.latest_checkpoint)
         if any(name.startswith("metric_state/") for name in names):
             tf.train.Checkpoint(metric_state=metric_state).restore(
-                manager.latest_checkpoint).assert_existing_objects_matched()
+                manager.latest_checkpoint).assert_existing_objects_matched().expect_partial()
         else:
             logging.warning("%s has no metric state: this epoch's running means restart from zero",
                             manager.latest_checkpoint)
@@ -179,8 +206,11 @@ def pretrain(config, verbose=1):
     interactive = sys.stdout.isatty()
     values, start = {}, time.time()
 
+    timing = _Timing(config.model_dir, step)
+
     def save(reason):
         path = manager.save(checkpoint_number=step)
+        timing.write(step)
         logging.info("checkpoint %s (%s)", path, reason)
         return path
 
@@ -196,7 +226,8 @@ def pretrain(config, verbose=1):
                 for metric in model.metrics:
                     metric.reset_state()
             ds = pretrain_dataset(split, config.batch_size, epoch=epoch, seed=config.seed,
-                                  augment=host_augment, skip_batches=done_in_epoch)
+                                  augment=host_augment, skip_batches=done_in_epoch, num_views=model.num_views,
+                                  with_index=model.needs_index)
             iterator = iter(strategy.experimental_distribute_dataset(ds))
             if verbose:
                 print(f"Epoch {epoch + 1}/{num_epochs}")

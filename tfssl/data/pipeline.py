@@ -15,7 +15,8 @@ def epoch_seed(seed, epoch):
     return int(seed) * 1_000_003 + int(epoch)
 
 
-def pretrain_dataset(split, global_batch_size, epoch=0, seed=0, augment=None, skip_batches=0):
+def pretrain_dataset(split, global_batch_size, epoch=0, seed=0, augment=None, skip_batches=0, num_views=2,
+                     with_index=False):
     """Batches of one pre-training epoch.
 
     Args:
@@ -27,26 +28,37 @@ def pretrain_dataset(split, global_batch_size, epoch=0, seed=0, augment=None, sk
       augment: host-side view recipe `augment(images, seed)`, or a `tfssl.augment.ViewPair` (one recipe
         per view); None leaves augmentation to the device.
       skip_batches: batches of this epoch already trained on (resume).
+      num_views: views per image made on the host (2 for the two-view methods, 1 for InstDis).
+      with_index: append each image's index in the split (InstDis' memory-bank row).
 
     Returns:
-      A dataset of `(view1, view2, labels)` float32 views when `augment` is given, else of
-      `(images uint8, labels)`.
+      A dataset of `(view1, ..., view_{num_views}, labels[, index])` float32 views when `augment` is given,
+      else of `(images uint8, labels[, index])`.
     """
+    if num_views not in (1, 2):
+        raise ValueError(f"num_views must be 1 or 2, got {num_views}")
     buffer = max(1, min(split.num_examples, _SHUFFLE_BUFFER_MAX))
     ds = split.dataset.shuffle(buffer, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False)
     ds = ds.batch(global_batch_size, drop_remainder=True)
     ds = ds.enumerate().skip(skip_batches)
+
+    def extra(index):
+        return (index,) if with_index else ()
+
     if augment is not None:
         base = tf.constant(epoch_seed(seed, epoch), tf.int64)
 
         def make_views(batch_index, element):
-            images, labels, _ = element
+            images, labels, index = element
             counter = batch_index * 2
-            view1 = view_recipe(augment, 0)(images, tf.stack([base, counter]))
-            view2 = view_recipe(augment, 1)(images, tf.stack([base, counter + 1]))
-            return view1, view2, labels
+            views = tuple(view_recipe(augment, v)(images, tf.stack([base, counter + v])) for v in range(num_views))
+            return (*views, labels, *extra(index))
 
         ds = ds.map(make_views, num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = ds.map(lambda _, element: (element[0], element[1]), num_parallel_calls=tf.data.AUTOTUNE)
+        def images_only(_, element):
+            images, labels, index = element
+            return (images, labels, *extra(index))
+
+        ds = ds.map(images_only, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
