@@ -1,5 +1,6 @@
-"""Representation-extraction parts: projection and prediction heads, the key queue."""
+"""Representation-extraction parts: projection and prediction heads, the key queue, the memory bank."""
+from tfssl.heads.memory_bank import MemoryBank
 from tfssl.heads.projection import ProjectionHead, predictor_head
 from tfssl.heads.queue import KeyQueue
 
-__all__ = ["KeyQueue", "ProjectionHead", "predictor_head"]
+__all__ = ["KeyQueue", "MemoryBank", "ProjectionHead", "predictor_head"]

@@ -6,6 +6,14 @@ from tfssl.losses.infonce import (
     infonce_loss,
     symmetric_contrastive_loss,
 )
+from tfssl.losses.instdis import (
+    INSTDIS_LOSSES,
+    InstDisOutput,
+    check_instdis_loss,
+    estimate_nce_normalizer,
+    instdis_logits,
+    instdis_loss,
+)
 from tfssl.losses.nt_xent import (
     NTXentOutput,
     check_temperature,
@@ -15,13 +23,19 @@ from tfssl.losses.nt_xent import (
 from tfssl.losses.redundancy import barlow_twins_loss, vicreg_loss
 
 __all__ = [
+    "INSTDIS_LOSSES",
     "InfoNCEOutput",
+    "InstDisOutput",
     "NTXentOutput",
     "barlow_twins_loss",
     "check_embedding_pair",
+    "check_instdis_loss",
     "check_temperature",
     "contrastive_accuracy_and_entropy",
+    "estimate_nce_normalizer",
     "infonce_loss",
+    "instdis_logits",
+    "instdis_loss",
     "negative_cosine_loss",
     "normalized_mse_loss",
     "nt_xent_loss",

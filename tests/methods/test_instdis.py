@@ -1,0 +1,304 @@
+"""InstDis: a step's loss, NCE normaliser and bank update against float64 numpy on the model's own
+forward outputs; Z frozen after the first step; no gradient into the bank; 2 replicas (sync BN) =
+1 device; device-side augmentation; a short Fashion-MNIST run that learns; .keras and checkpoint
+round trips; argument checks.
+
+The numpy references take the encoder/projector outputs (computed before the step, weights restored
+after) and the bank contents, and redo the paper's arithmetic (P = exp(s)/Z, h = P/(P + K/N), bank
+row <- normalise(0.5 row + 0.5 f)) in float64, so they check the train_step's composition.
+"""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfssl.augment import SimCLRAugment
+from tfssl.heads import ProjectionHead
+from tfssl.losses import instdis_loss
+from tfssl.methods.instdis import InstDis
+from method_data import one_step, uneven_global_batch
+
+SIZE, BATCH, NUM_CLASSES, PROJ_DIM, NUM_EXAMPLES, K = 8, 8, 3, 8, 32, 16
+INDEX = np.array([3, 17, 0, 9, 30, 12, 5, 21], np.int64)
+
+
+def _instdis(encoder, loss="nce", num_examples=NUM_EXAMPLES, num_negatives=K, seed=0, num_classes=NUM_CLASSES,
+             **kwargs):
+    keras.utils.set_random_seed(seed)
+    projector = ProjectionHead(num_layers=1, output_dim=PROJ_DIM, use_bn=False, name="projector")
+    model = InstDis(encoder, projector, num_examples=num_examples, num_negatives=num_negatives, loss=loss,
+                    num_classes=num_classes, seed=seed, **kwargs)
+    model.build_heads()
+    return model
+
+
+def _sgd(model, lr=0.1):
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr, momentum=0.0))
+
+
+def _batch(seed, index=INDEX):
+    rng = np.random.default_rng(seed)
+    view = rng.uniform(size=(len(index), SIZE, SIZE, 3)).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, size=len(index))
+    return tf.constant(view), tf.constant(labels, tf.int64), tf.constant(index, tf.int64)
+
+
+def _normalize(x):
+    x = np.asarray(x, np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _features(model, view):
+    """The step's z `[n, d]` (training-mode forward), leaving every weight as it was."""
+    weights = model.get_weights()
+    z = model.projector(model.encoder(view, training=True), training=True).numpy()
+    model.set_weights(weights)  # undo the BN moving-statistics update of this reference pass
+    return z
+
+
+def numpy_loss(f, bank, index, negatives, loss, n_data, t=0.07, z=None):
+    """Returns (mean loss, Z used) in float64 from the paper's definitions."""
+    pos = bank[index]
+    s = np.concatenate([np.sum(f * pos, 1, keepdims=True), f @ bank[negatives].T], axis=1) / t
+    if loss == "softmax":
+        return np.mean(np.log(np.sum(np.exp(s), axis=1)) - s[:, 0]), None
+    z = n_data * np.mean(np.exp(s)) if z is None else z
+    p, k = np.exp(s) / z, len(negatives)
+    h = p / (p + k / n_data)
+    return np.mean(-np.log(h[:, 0]) - np.sum(np.log(1 - h[:, 1:]), axis=1)), z
+
+
+def numpy_bank_update(bank, index, f, m=0.5):
+    bank = bank.copy()
+    bank[index] = _normalize(m * bank[index] + (1 - m) * f)
+    return bank
+
+
+@pytest.mark.parametrize("loss", ["nce", "softmax"])
+def test_steps_match_numpy_and_z_is_frozen(loss, tiny_encoder):
+    model = _instdis(tiny_encoder(SIZE), loss=loss)
+    _sgd(model)
+    z_used = None
+    for step in range(2):
+        data = _batch(seed=step, index=INDEX if step == 0 else INDEX[::-1] + 1)
+        view, _, index = data
+        z = _features(model, view)
+        f = _normalize(z)
+        bank = model.bank.read().numpy().astype(np.float64)
+        negatives = model.negative_indices(step).numpy()
+        want, z_est = numpy_loss(f, bank, index.numpy(), negatives, loss, NUM_EXAMPLES, z=z_used)
+        for tracker in model.metrics:
+            tracker.reset_state()
+        logs = model.train_step(data)
+        np.testing.assert_allclose(float(logs["loss"]), want, rtol=1e-4)
+        np.testing.assert_allclose(float(logs["collapse_std"]), np.mean(np.std(f, axis=0)), rtol=1e-4)
+        assert {"probe_loss", "probe_acc"} <= set(logs)
+        # After the gradient step the batch's rows hold 0.5 old + 0.5 f (f of this step), renormalised.
+        np.testing.assert_allclose(model.bank.read().numpy(), numpy_bank_update(bank, index.numpy(), f),
+                                   rtol=1e-4, atol=1e-5)
+        if loss == "softmax":
+            assert float(model.normalizer.numpy()) == 0.0  # Z is an NCE quantity only
+        elif step == 0:
+            z_used = z_est  # estimated from the first batch...
+            np.testing.assert_allclose(float(model.normalizer.numpy()), z_est, rtol=1e-4)
+            first_z = model.normalizer.numpy()
+        else:
+            assert model.normalizer.numpy() == first_z  # ...then frozen (step 2's loss used it, above)
+    assert int(model.optimizer.iterations.numpy()) == 2
+
+
+def test_negative_indices_are_shared_stateless_draws(tiny_encoder):
+    model = _instdis(tiny_encoder(SIZE), num_examples=1000, num_negatives=4096)
+    draws = model.negative_indices(3).numpy()
+    assert draws.shape == (4096,) and draws.dtype == np.int64
+    assert draws.min() >= 0 and draws.max() < 1000
+    np.testing.assert_array_equal(model.negative_indices(3).numpy(), draws)  # a function of (seed, step)
+    assert not np.array_equal(model.negative_indices(4).numpy(), draws)
+    counts = np.bincount(draws, minlength=1000)
+    assert len(np.unique(draws)) > 950 and counts.max() < 20  # roughly uniform over [0, N)
+    other_seed = _instdis(tiny_encoder(SIZE), num_examples=1000, num_negatives=4096, seed=1)
+    assert not np.array_equal(other_seed.negative_indices(3).numpy(), draws)
+    # The same draws when compiled with XLA (--jit_compile), so the flag does not change the run.
+    compiled = tf.function(model.negative_indices, jit_compile=True)
+    np.testing.assert_array_equal(compiled(tf.constant(3, tf.int64)).numpy(), draws)
+
+
+def test_mixed_bfloat16_keeps_the_bank_math_in_float32(tiny_encoder):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = _instdis(tiny_encoder(SIZE))
+        _sgd(model)
+        logs = model.train_step(_batch(seed=9))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.bank.bank.dtype == "float32" and model.normalizer.dtype == "float32"
+    assert np.isfinite(float(logs["loss"])) and float(model.normalizer.numpy()) > 0
+    np.testing.assert_allclose(np.linalg.norm(model.bank.read().numpy(), axis=1), 1.0, rtol=1e-5)
+
+
+def test_no_gradient_into_the_bank(tiny_encoder):
+    model = _instdis(tiny_encoder(SIZE))
+    trainable = {id(v) for v in model.trainable_variables}
+    for state in (model.bank.bank, model.normalizer):
+        assert id(state) not in trainable and not state.trainable
+    view, _, index = _batch(seed=3)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(model.bank.bank.value)
+        f = tf.math.l2_normalize(model.projector(model.encoder(view, training=True)), axis=1)
+        positives = model.bank.lookup(index)
+        negatives = model.bank.lookup(model.negative_indices(0))
+        out = model.frozen_normalizer(f, positives, negatives)
+        loss = instdis_loss(f, positives, negatives, num_data=NUM_EXAMPLES, normalizer=out).loss
+        control = tf.reduce_sum(tf.gather(model.bank.bank.value, index))  # the watch itself works
+    assert tape.gradient(loss, model.bank.bank.value) is None
+    assert tape.gradient(control, model.bank.bank.value) is not None
+    grads = tape.gradient(loss, model.encoder.trainable_weights + model.projector.trainable_weights)
+    assert all(g is not None and np.any(g.numpy()) for g in grads)
+
+
+def _first_replica(variable, strategy):
+    return np.asarray(strategy.experimental_local_results(variable.value)[0])
+
+
+def test_two_replicas_match_one_device(two_replica_strategy, tiny_encoder):
+    strategy = two_replica_strategy
+    index = tf.constant(INDEX)
+    dataset = uneven_global_batch(BATCH, SIZE, NUM_CLASSES).map(lambda view, _, labels: (view, labels, index))
+    models = []
+    for scope_strategy in (strategy, tf.distribute.get_strategy()):
+        with scope_strategy.scope():
+            model = _instdis(tiny_encoder(SIZE, sync_bn=True))
+            _sgd(model, lr=0.05)
+            model.optimizer.build(model.trainable_variables)
+        models.append(model)
+    distributed, single = models
+    single.set_weights(distributed.get_weights())
+    initial = [np.array(v.numpy()) for v in single.weights]
+    distributed_logs = one_step(distributed, strategy, dataset)
+    single_logs = one_step(single, tf.distribute.get_strategy(), dataset)
+
+    for v_dist, v_single, w0 in zip(distributed.weights, single.weights, initial):
+        got, want = _first_replica(v_dist, strategy), v_single.numpy()
+        replicas = strategy.experimental_local_results(v_dist.value)
+        np.testing.assert_allclose(np.asarray(replicas[1]), got, rtol=1e-6, atol=1e-7, err_msg=v_dist.path)
+        # Float32 summation order differs between the runs: allow 1e-5 of this variable's update size.
+        atol = 1e-5 * np.max(np.abs(want - w0)) + 1e-6
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=atol, err_msg=v_dist.path)
+    # Both replicas' halves of the batch were written to the bank, and Z is the global-batch estimate.
+    moved_rows = np.flatnonzero(np.any(single.bank.read().numpy() != initial[-1], axis=1))
+    assert sorted(moved_rows) == sorted(INDEX)
+    assert float(single.normalizer.numpy()) > 0
+    moved = [np.max(np.abs(v.numpy() - w0)) > 0 for v, w0 in zip(single.weights, initial) if v.trainable]
+    assert sum(moved) > 0.9 * len(moved)
+    for name in ("loss", "collapse_std", "probe_loss", "probe_acc"):
+        np.testing.assert_allclose(distributed_logs[name], single_logs[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_device_augmented_batches(tiny_encoder):
+    model = _instdis(tiny_encoder(SIZE), augment=SimCLRAugment(SIZE, color_jitter_strength=0.5))
+    _sgd(model)
+    rng = np.random.default_rng(4)
+    images = tf.constant(rng.integers(0, 256, size=(BATCH, 12, 12, 1)), tf.uint8)
+    data = (images, tf.constant(rng.integers(0, NUM_CLASSES, BATCH)), tf.constant(INDEX))
+    view, _, index = model.view(data)
+    assert view.shape == (BATCH, SIZE, SIZE, 3) and view.dtype == tf.float32
+    np.testing.assert_array_equal(model.view(data)[0].numpy(), view.numpy())  # seeded by (seed, step)
+    before = model.bank.read().numpy()
+    logs = model.train_step(data)
+    assert np.isfinite(float(logs["loss"]))
+    changed = np.flatnonzero(np.any(model.bank.read().numpy() != before, axis=1))
+    assert sorted(changed) == sorted(INDEX)
+    assert not np.array_equal(model.view(data)[0].numpy(), view.numpy())  # step 1 draws new views
+    with pytest.raises(ValueError, match="index"):
+        model.train_step(data[:2])
+
+
+def fashion_indexed_views(image_size, batch):
+    """Endless (view, labels, index) batches of the first 64 Fashion-MNIST train images, mildly augmented."""
+    from tfssl.data import load_split
+
+    split = load_split("fashion_mnist", "train[:64]")
+    images, labels, index = (np.stack([e[i].numpy() for e in split.dataset]) for i in range(3))
+    augment = SimCLRAugment(image_size, color_jitter_strength=0.25, crop_area=(0.5, 1.0))
+    ds = tf.data.Dataset.from_tensor_slices((images, labels, index)).repeat().batch(batch).enumerate()
+
+    def view(step, element):
+        x = tf.image.convert_image_dtype(element[0], tf.float32)
+        return augment(x, tf.stack([step, 2 * step])), element[1], element[2]
+
+    return ds.map(view), split.num_examples
+
+
+def test_short_fit_lowers_the_loss(tiny_encoder):
+    """24 steps on 64 real images with the non-parametric softmax: the loss falls from its random-bank
+    value to below log(K + 1), the loss of any collapsed solution (all logits equal), so the positive
+    really beats the negatives.
+
+    The NCE objective is not used here: with N = 64 the bank is full of the (nearly parallel) features of
+    an untrained network after 4 steps, every negative logit then exceeds log(K Z / N) for the Z frozen
+    from the random bank, and this toy run collapses (its loss rises). The paper's regime differs: with
+    N >> steps x batch the first epoch's negatives are mostly untouched random rows.
+    """
+    steps, num_negatives = 24, 64
+    dataset, num_examples = fashion_indexed_views(16, 16)
+    assert num_examples == 64
+    model = _instdis(tiny_encoder(16), loss="softmax", num_examples=num_examples, num_negatives=num_negatives,
+                     num_classes=10)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.03, momentum=0.9))
+    history = model.fit(dataset, steps_per_epoch=1, epochs=steps, verbose=0)
+    losses = np.array(history.history["loss"])
+    assert np.all(np.isfinite(losses))
+    assert losses[-4:].mean() < losses[:4].mean() - 3.0, losses
+    assert losses[-4:].mean() < np.log(num_negatives + 1) - 0.3, losses
+    collapse = np.array(history.history["collapse_std"])
+    assert np.all((collapse > 0) & (collapse <= 1.0))
+
+
+def test_save_reload_and_checkpoint_round_trip(tmp_path, tiny_encoder):
+    model = _instdis(tiny_encoder(SIZE), loss="nce", temperature=0.1, bank_momentum=0.75,
+                     augment=SimCLRAugment(SIZE, color_jitter_strength=0.5))
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9))
+    model.train_step(_batch(seed=5))  # bank, Z and optimizer now hold state
+    path = str(tmp_path / "instdis.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, InstDis)
+    assert ((loaded.num_examples, loaded.temperature, loaded.num_negatives, loaded.bank_momentum, loaded.objective)
+            == (NUM_EXAMPLES, 0.1, K, 0.75, "nce"))
+    assert loaded.augment.get_config() == model.augment.get_config()
+    assert int(loaded.optimizer.iterations.numpy()) == 1
+    np.testing.assert_array_equal(loaded.bank.read().numpy(), model.bank.read().numpy())
+    assert float(loaded.normalizer.numpy()) == float(model.normalizer.numpy()) > 0
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = _batch(seed=6)[0]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    h = model.encoder(x, training=False)
+    np.testing.assert_allclose(loaded.projector(h).numpy(), model.projector(h).numpy(), rtol=1e-5, atol=1e-6)
+
+    # tf.train.Checkpoint (what pretrain saves) also carries the bank and Z.
+    tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    fresh = _instdis(tiny_encoder(SIZE), loss="nce", temperature=0.1, bank_momentum=0.75, seed=7)
+    assert not np.array_equal(fresh.bank.read().numpy(), model.bank.read().numpy())
+    tf.train.Checkpoint(model=fresh).read(str(tmp_path / "ckpt")).expect_partial()
+    np.testing.assert_array_equal(fresh.bank.read().numpy(), model.bank.read().numpy())
+    assert float(fresh.normalizer.numpy()) == float(model.normalizer.numpy())
+
+
+def test_bad_arguments_and_a_model_without_bank(tiny_encoder):
+    encoder = tiny_encoder(SIZE)
+    for kwargs, match in ((dict(bank_momentum=-0.5), "bank_momentum"), (dict(bank_momentum=1.0), "bank_momentum"),
+                          (dict(num_negatives=0), "num_negatives"), (dict(loss="triplet"), "unknown InstDis loss"),
+                          (dict(num_examples=0), "num_examples"), (dict(temperature=-1.0), "temperature")):
+        with pytest.raises(ValueError, match=match):
+            _instdis(encoder, **kwargs)
+    model = _instdis(encoder, num_examples=None, linear_probe=False)
+    assert model.bank is None and model.normalizer is None
+    copy = InstDis.from_config(model.get_config())
+    assert copy.bank is None and copy.num_negatives == K and copy.objective == "nce"
+    copy.set_weights(model.get_weights())  # no bank, no Z: the same weight list as the original
+    x = _batch(seed=8)[0]
+    np.testing.assert_allclose(copy(x).numpy(), model(x).numpy(), atol=1e-6)
+    _sgd(model)
+    with pytest.raises(ValueError, match="num_examples"):
+        model.train_step(_batch(seed=8))
