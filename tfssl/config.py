@@ -16,6 +16,7 @@ CHOICES = {
     "augment_on": ("host", "device"),
     "strategy": ("default", "mirrored", "multi_worker", "tpu"),
     "mixed_precision": ("none", "mixed_float16", "mixed_bfloat16"),
+    "instdis_loss": ("nce", "softmax"),
 }
 
 
@@ -60,7 +61,16 @@ class TrainConfig:
     proj_hidden_dim: int = _field(0, "Projection hidden width (BYOL 4096, SimSiam 2048); 0 = encoder output width.")
     pred_hidden_dim: int = _field(0, "Predictor hidden width of byol / simsiam (BYOL 4096, SimSiam 512); "
                                      "0 = byol: the projector hidden width, simsiam: proj_dim // 4.")
-    tau_base: float = _field(0.996, "BYOL target EMA decay at step 0; rises to 1 on a cosine over training.")
+    tau_base: float = _field(0.996, "byol / moco_v3 target EMA decay at step 0 (BYOL 0.996, MoCo v3 0.99); "
+                                    "rises to 1 on a cosine over training.")
+    fix_predictor_lr: bool = _field(False, "simsiam: train the predictor at the constant peak rate (paper, ImageNet).")
+    moco_queue_size: int = _field(65536, "moco_v1 / moco_v2: keys in the queue of negatives (papers: 65536).")
+    moco_momentum: float = _field(0.999, "moco_v1 / moco_v2: key-encoder EMA momentum m (papers: 0.999).")
+    moco_bn_splits: int = _field(1, "moco_v1 / moco_v2: shuffled-BN groups per replica (use > 1 on one device "
+                                    "to block the BN leak; see tfssl/methods/moco.py).")
+    instdis_negatives: int = _field(4096, "instdis: negatives sampled from the memory bank per step (paper: 4096).")
+    instdis_momentum: float = _field(0.5, "instdis: memory-bank update momentum (paper: 0.5).")
+    instdis_loss: str = _field("nce", "instdis: nce (the paper's NCE, Z frozen after step 1) or softmax.")
     bt_lambda: float = _field(0.0051, "Barlow Twins weight of the off-diagonal (redundancy) term (paper: 0.0051).")
     vicreg_sim_weight: float = _field(25.0, "VICReg weight lambda of the invariance term (paper: 25).")
     vicreg_var_weight: float = _field(25.0, "VICReg weight mu of the variance term (paper: 25).")
@@ -80,7 +90,7 @@ class TrainConfig:
 
     # Fields that define the network: a resumed run must not change them.
     ARCHITECTURE_FIELDS = ("method", "encoder", "width_multiplier", "cifar_stem", "image_size",
-                           "proj_layers", "proj_dim", "proj_hidden_dim", "pred_hidden_dim")
+                           "proj_layers", "proj_dim", "proj_hidden_dim", "pred_hidden_dim", "moco_queue_size")
 
     def validate(self, num_replicas=1):
         """Raises ValueError with a one-line message for the first invalid setting."""
@@ -115,6 +125,23 @@ class TrainConfig:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.tau_base <= 1:
             raise ValueError(f"--tau_base must be in [0, 1] (BYOL: 0.996), got {self.tau_base}")
+        if self.method in ("moco_v1", "moco_v2"):
+            if self.sync_bn:
+                raise ValueError("--sync_bn re-opens the batch-norm leak that MoCo v1/v2's shuffled BN closes; "
+                                 "drop it (use --moco_bn_splits for more BN groups)")
+            if self.moco_queue_size < 1 or self.moco_bn_splits < 1:
+                raise ValueError(f"--moco_queue_size and --moco_bn_splits must be >= 1, got "
+                                 f"{self.moco_queue_size} and {self.moco_bn_splits}")
+            local = self.batch_size // max(1, num_replicas)
+            if local % self.moco_bn_splits:
+                raise ValueError(f"--moco_bn_splits={self.moco_bn_splits} must divide the per-replica batch "
+                                 f"{local} (--batch_size={self.batch_size} over {num_replicas} replicas)")
+        if not 0 <= self.moco_momentum <= 1:
+            raise ValueError(f"--moco_momentum must be in [0, 1] (MoCo: 0.999), got {self.moco_momentum}")
+        if not 0 <= self.instdis_momentum < 1:
+            raise ValueError(f"--instdis_momentum must be in [0, 1) (InstDis: 0.5), got {self.instdis_momentum}")
+        if self.instdis_negatives < 1:
+            raise ValueError(f"--instdis_negatives must be >= 1 (InstDis: 4096), got {self.instdis_negatives}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0 < self.val_fraction < 1:

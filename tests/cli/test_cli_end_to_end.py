@@ -128,7 +128,7 @@ def test_eval_export_and_reload(reference_run, tmp_path):
 
 
 @pytest.mark.parametrize("flag, message", [
-    ("--method=nope", "choose one of barlow_twins, byol, simclr, simsiam, vicreg"),
+    ("--method=nope", "choose one of barlow_twins, byol, instdis, moco_v1, moco_v2, moco_v3, simclr, simsiam, vicreg"),
     ("--temperature=0", "--temperature must be > 0"),
     ("--batch_size=-4", "--batch_size must be > 0"),
     ("--dataset=not_a_dataset_xyz", "fashion_mnist"),

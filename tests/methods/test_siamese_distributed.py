@@ -1,4 +1,5 @@
-"""BYOL, SimSiam, Barlow Twins and VICReg on 2 replicas (synchronised BN) take the same step as one device on the global batch.
+"""BYOL, SimSiam, MoCo v3, Barlow Twins and VICReg on 2 replicas (synchronised BN) take the same step as one
+device on the global batch.
 
 What the maths says: BYOL's and SimSiam's losses are means of per-example terms, Barlow Twins' and
 VICReg's functions of gathered global-batch statistics; all are divided by the replica count, so the
@@ -25,6 +26,7 @@ def _config(method, sync_bn=True):
     return TrainConfig(model_dir="unused", method=method, image_size=SIZE, width_multiplier=WIDTH, sync_bn=sync_bn,
                        batch_size=GLOBAL_BATCH, optimizer="sgd", momentum=0.0, weight_decay=0.0, learning_rate=0.05,
                        lr_scaling="none", warmup_epochs=0.0, proj_dim=8, proj_hidden_dim=16, tau_base=0.9,
+                       temperature=0.5,
                        augment_on="host", seed=0)
 
 
@@ -47,7 +49,7 @@ def _run(method, sync_bn, strategy):
     return distributed, single, _one_step(distributed, strategy), _one_step(single, single_strategy), initial
 
 
-@pytest.mark.parametrize("method", ["byol", "simsiam", "barlow_twins", "vicreg"])
+@pytest.mark.parametrize("method", ["byol", "simsiam", "moco_v3", "barlow_twins", "vicreg"])
 def test_two_replicas_match_one_device(method, two_replica_strategy, tiny_encoder_in_build_method):
     strategy = two_replica_strategy
     distributed, single, distributed_logs, single_logs, initial = _run(method, True, strategy)
@@ -65,10 +67,10 @@ def test_two_replicas_match_one_device(method, two_replica_strategy, tiny_encode
     assert compared == len(single.weights)
     moved = [np.max(np.abs(v.numpy() - initial_by_id[id(v)])) > 0 for v in single.trainable_variables]
     assert sum(moved) > 0.9 * len(moved)
-    if method == "byol":  # the EMA moved the target too, identically on both sides
+    if method in ("byol", "moco_v3"):  # the EMA moved the target too, identically on both sides
         pairs = single.target_pairs()
         assert any(not np.allclose(t.numpy(), o.numpy()) for o, t in pairs)
-    components = {"barlow_twins": ("on_diagonal", "off_diagonal"),
+    components = {"moco_v3": ("key_acc",), "barlow_twins": ("on_diagonal", "off_diagonal"),
                   "vicreg": ("invariance", "variance", "covariance")}.get(method, ())
     for name in ("loss", "collapse_std", "probe_loss", "probe_acc") + components:
         np.testing.assert_allclose(distributed_logs[name], single_logs[name], rtol=1e-4, atol=1e-6, err_msg=name)

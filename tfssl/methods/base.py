@@ -34,6 +34,9 @@ class SSLMethod(keras.Model):
 
     metric_names = ("loss",)
     keras_parts = ("encoder", "projector")
+    # What the input pipeline must deliver: views per image (host augmentation) and the example index.
+    num_views = 2
+    needs_index = False
 
     def __init__(self, encoder, augment=None, num_classes=None, linear_probe=True, seed=0, **kwargs):
         super().__init__(**kwargs)
@@ -103,14 +106,21 @@ class SSLMethod(keras.Model):
             tf.math.divide_no_nan(tf.reduce_sum(per_example), count), sample_weight=count)
         return loss
 
-    def apply_gradients(self, tape, loss, variables=None):
-        """Backpropagates `loss` (loss-scaled under mixed float16) and applies one optimizer step."""
-        variables = self.trainable_variables if variables is None else variables
+    def gradients(self, tape, loss, variables):
+        """Gradients of `loss` (loss-scaled under mixed float16; the optimizer unscales them)."""
         # d(scale * loss) = scale * d(loss): seeding backprop with the loss scale needs nothing recorded
         # on the (already closed) tape. The scale is 1 unless the optimizer is a LossScaleOptimizer.
         scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), loss.dtype)
-        grads = tape.gradient(loss, variables, output_gradients=scale)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        return tape.gradient(loss, variables, output_gradients=scale)
+
+    def apply_gradients(self, tape, loss, variables=None):
+        """Backpropagates `loss` and applies one optimizer step."""
+        variables = self.trainable_variables if variables is None else variables
+        self.optimizer.apply_gradients(zip(self.gradients(tape, loss, variables), variables))
+
+    def build_optimizers(self):
+        """Creates the optimizer slots of every trainable variable (before a checkpoint restore)."""
+        self.optimizer.build(self.trainable_variables)
 
     def update_metrics(self, **values):
         """Updates the named trackers and returns every tracker's current result."""

@@ -68,13 +68,17 @@ class BYOL(SiameseMethod):
         with tf.GradientTape() as tape:
             h1, z1, p1 = self.online(view1)
             _, z2, p2 = self.online(view2)
-            loss = self.symmetric_loss(p1, p2, target1, target2)
+            loss, extra = self.pair_loss(p1, p2, target1, target2)
             total = loss + self.probe_loss(h1, labels)
         self.apply_gradients(tape, total)
         tau = self.target_momentum(step)
         pairs = self.target_pairs()
         self.momentum_update([o for o, _ in pairs], [t for _, t in pairs], tau)
-        return self.report(loss, z1, z2)
+        return self.report(loss, z1, z2, **extra)
+
+    def pair_loss(self, p1, p2, target1, target2):
+        """`(loss, extra metrics)` of the predictions against the target projections (MoCo v3 overrides)."""
+        return self.symmetric_loss(p1, p2, target1, target2), {}
 
     def get_config(self):
         config = super().get_config()

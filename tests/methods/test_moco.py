@@ -1,0 +1,300 @@
+"""MoCo v1/v2 and v3: losses against float64 numpy on the model's own outputs, the key encoder's momentum
+update against hand arithmetic, no gradient into keys, the queue after a step, shuffled BN, 2 replicas = 1
+device, a short run that learns, .keras round trips and the parts build_method picks per version.
+
+Tiny conv encoder throughout (tests/methods/conftest.py): what is under test is the method's composition.
+"""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfssl.augment import SimCLRAugment, ViewPair
+from tfssl.config import TrainConfig
+from tfssl.heads import ProjectionHead, predictor_head
+from tfssl.methods import MoCo, MoCoV3, build_augment, build_method
+from tfssl.methods.moco import shuffle_permutation
+from tfssl.training import build_training
+from method_data import fashion_views, one_step, random_views, uneven_global_batch
+
+SIZE, BATCH, NUM_CLASSES, DIM = 8, 8, 3, 8
+
+
+def _moco(tiny_encoder, queue_size=16, momentum=0.9, temperature=0.2, bn_splits=1, seed=0, image_size=SIZE,
+          layers=2, num_classes=NUM_CLASSES):
+    keras.utils.set_random_seed(seed)
+    projector = ProjectionHead(num_layers=layers, output_dim=DIM, hidden_dim=16, use_bn=False, name="projector")
+    model = MoCo(tiny_encoder(image_size), projector, queue_size=queue_size, momentum=momentum,
+                 temperature=temperature, bn_splits=bn_splits, num_classes=num_classes, seed=seed)
+    model.build_heads()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1))
+    return model
+
+
+def _moco_v3(tiny_encoder, temperature=0.5, tau_base=0.9, seed=0, image_size=SIZE, num_classes=NUM_CLASSES,
+             total_steps=10):
+    keras.utils.set_random_seed(seed)
+    projector = ProjectionHead(num_layers=2, output_dim=DIM, hidden_dim=16, last_bn=True, name="projector")
+    model = MoCoV3(tiny_encoder(image_size), projector, predictor_head(DIM, 16), temperature=temperature,
+                   tau_base=tau_base, total_steps=total_steps, num_classes=num_classes, seed=seed)
+    model.build_heads()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1))
+    return model
+
+
+def _step(model, view1, view2, labels):
+    """One train_step through Keras fit on a single batch; returns the logged values."""
+    history = model.fit(tf.data.Dataset.from_tensors((view1, view2, labels)), epochs=1, verbose=0).history
+    return {name: values[-1] for name, values in history.items()}
+
+
+def _l2n(x):
+    x = np.asarray(x, np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _log_softmax(logits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _numpy_infonce(q, k, queue, temperature):
+    q, k, queue = _l2n(q), _l2n(k), _l2n(queue)
+    logits = np.concatenate([(q * k).sum(1, keepdims=True), q @ queue.T], axis=1) / temperature
+    return -_log_softmax(logits)[:, 0].mean()
+
+
+def _numpy_ctr(q, k, temperature):
+    logits = _l2n(q) @ _l2n(k).T / temperature
+    return -np.diag(_log_softmax(logits)).mean() * 2 * temperature
+
+
+def test_moco_step_loss_queue_and_momentum_by_hand(tiny_encoder):
+    model = _moco(tiny_encoder)
+    view1, view2, labels = random_views(0, BATCH, SIZE, NUM_CLASSES)
+    # Forward passes of the networks as they stand before the step (train-mode BN: batch statistics).
+    q = model.projector(model.encoder(view1, training=True), training=True).numpy()
+    k = model.key_projector(model.key_encoder(view2, training=True), training=True).numpy()
+    queue_before = model.queue.read().numpy()
+    pairs_before = [(o.numpy(), t.numpy()) for o, t in model.key_pairs()]
+    logs = _step(model, view1, view2, labels)
+
+    np.testing.assert_allclose(logs["loss"], _numpy_infonce(q, k, queue_before, 0.2), rtol=1e-5)
+    # The newest keys replaced the oldest rows 0..B-1 (normalised); the rest of the queue is untouched.
+    queue_after = model.queue.read().numpy()
+    np.testing.assert_allclose(queue_after[:BATCH], _l2n(k), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(queue_after[BATCH:], queue_before[BATCH:])
+    assert int(model.queue.pointer.numpy()) == BATCH
+    # f_k <- 0.9 f_k + 0.1 f_q, with f_q already updated by this step's gradient.
+    for (online, target), (online0, target0) in zip(model.key_pairs(), pairs_before):
+        assert not np.allclose(online.numpy(), online0) or online0.ndim == 1
+        np.testing.assert_allclose(target.numpy(), 0.9 * target0 + 0.1 * online.numpy(), rtol=1e-5, atol=1e-7)
+    # Top-1 key retrieval among 1 + K candidates, from the same numpy logits.
+    logits = np.concatenate([(_l2n(q) * _l2n(k)).sum(1, keepdims=True), _l2n(q) @ _l2n(queue_before).T], 1)
+    np.testing.assert_allclose(logs["key_acc"], np.mean(logits.argmax(1) == 0), atol=1e-6)
+
+
+def test_queue_wraps_around_over_steps(tiny_encoder):
+    model = _moco(tiny_encoder, queue_size=12)  # 12 = 8 + 4: the second batch wraps
+    keys = []
+    for seed in (1, 2):
+        view1, view2, labels = random_views(seed, BATCH, SIZE, NUM_CLASSES)
+        keys.append(_l2n(model.key_projector(model.key_encoder(view2, training=True), training=True).numpy()))
+        _step(model, view1, view2, labels)
+    queue = model.queue.read().numpy()
+    np.testing.assert_allclose(queue[:4], keys[1][4:], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(queue[4:8], keys[0][4:], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(queue[8:12], keys[1][:4], rtol=1e-5, atol=1e-6)
+    assert int(model.queue.pointer.numpy()) == 4
+
+
+def test_no_gradient_reaches_key_encoder_or_queue(tiny_encoder):
+    from tfssl.losses import infonce_loss
+
+    model = _moco(tiny_encoder)
+    view1, view2, _ = random_views(0, BATCH, SIZE, NUM_CLASSES)
+    key_weights = model.key_encoder.weights + model.key_projector.weights + model.queue.weights
+    assert not any(v.trainable for v in key_weights)
+    trainable_ids = {id(v) for v in model.trainable_variables}
+    assert not any(id(v) in trainable_ids for v in key_weights)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([v.value for v in key_weights])
+        q = model.projector(model.encoder(view1, training=True), training=True)
+        loss = infonce_loss(q, model.keys(view2, tf.constant(0)), model.queue.read(), 0.2).loss
+    assert all(g is None for g in tape.gradient(loss, key_weights))
+    grads = tape.gradient(loss, model.encoder.trainable_variables)
+    assert all(g is not None for g in grads)
+
+
+def test_shuffled_bn_normalises_each_key_with_its_group(tiny_encoder):
+    """bn_splits=2: every key equals the key network's output on the shuffled group it was placed in."""
+    model = _moco(tiny_encoder, bn_splits=2)
+    _, view2, _ = random_views(3, BATCH, SIZE, NUM_CLASSES)
+    keys = model.keys(view2, tf.constant(5)).numpy()
+    perm = shuffle_permutation(BATCH, tf.constant([0, 5])).numpy()
+    assert sorted(perm.tolist()) == list(range(BATCH))
+    assert not np.array_equal(perm, shuffle_permutation(BATCH, tf.constant([0, 6])).numpy())
+    net = lambda x: model.key_projector(model.key_encoder(x, training=True), training=True).numpy()
+    for group in (perm[:4], perm[4:]):
+        np.testing.assert_allclose(keys[group], net(tf.gather(view2, group)), rtol=1e-5, atol=1e-6)
+    # Normalising all 8 together gives different keys: the grouping is real, not a no-op.
+    assert np.max(np.abs(keys - net(view2))) > 1e-3
+
+
+def _moco_config(bn_splits, method="moco_v1", queue=16):
+    return TrainConfig(model_dir="unused", method=method, image_size=SIZE, batch_size=BATCH, optimizer="sgd",
+                       momentum=0.0, weight_decay=0.0, learning_rate=0.05, lr_scaling="none", warmup_epochs=0.0,
+                       proj_dim=DIM, proj_hidden_dim=16, temperature=0.2, moco_queue_size=queue, moco_momentum=0.9,
+                       moco_bn_splits=bn_splits, augment_on="host", seed=0)
+
+
+def test_two_replicas_shuffle_bn_equal_one_device_with_two_splits(two_replica_strategy,
+                                                                  tiny_encoder_in_build_method):
+    """Shuffled BN over 2 replicas is, step for step, one device whose key batch is cut in 2 shuffled groups."""
+    strategy, single_strategy = two_replica_strategy, tf.distribute.get_strategy()
+    distributed, _ = build_training(_moco_config(1), strategy, NUM_CLASSES, steps_per_epoch=1, total_steps=10)
+    single, _ = build_training(_moco_config(2), single_strategy, NUM_CLASSES, steps_per_epoch=1, total_steps=10)
+    single.set_weights(distributed.get_weights())
+    initial = [v.numpy().copy() for v in single.trainable_variables]
+    data = uneven_global_batch(BATCH, SIZE, NUM_CLASSES)
+    logs = [one_step(distributed, strategy, data), one_step(single, single_strategy, data)]
+    for name in ("loss", "collapse_std", "key_acc", "probe_loss"):
+        np.testing.assert_allclose(logs[0][name], logs[1][name], rtol=1e-4, atol=1e-6, err_msg=name)
+    for v_dist, v_single in zip(distributed.weights, single.weights):
+        if "moving" in v_single.path:
+            continue  # BN moving statistics: per-replica means are averaged, splits are applied in turn
+        replicas = [np.asarray(r) for r in strategy.experimental_local_results(v_dist.value)]
+        np.testing.assert_allclose(replicas[1], replicas[0], rtol=1e-6, atol=1e-7, err_msg=v_dist.path)
+        np.testing.assert_allclose(replicas[0], v_single.numpy(), rtol=1e-4, atol=1e-6, err_msg=v_dist.path)
+    moved = [np.max(np.abs(v.numpy() - w0)) > 0 for v, w0 in zip(single.trainable_variables, initial)]
+    assert sum(moved) > 0.9 * len(moved)
+
+
+def test_moco_v3_loss_against_numpy(tiny_encoder):
+    model = _moco_v3(tiny_encoder)
+    view1, view2, labels = random_views(0, BATCH, SIZE, NUM_CLASSES)
+    online = lambda v: model.predictor(model.projector(model.encoder(v, training=True), training=True),
+                                       training=True).numpy()
+    target = lambda v: model.target_projector(model.target_encoder(v, training=True), training=True).numpy()
+    q1, q2, k1, k2 = online(view1), online(view2), target(view1), target(view2)
+    logs = _step(model, view1, view2, labels)
+    want = _numpy_ctr(q1, k2, 0.5) + _numpy_ctr(q2, k1, 0.5)
+    np.testing.assert_allclose(logs["loss"], want, rtol=1e-5)
+    hits = np.concatenate([(_l2n(q1) @ _l2n(k2).T).argmax(1), (_l2n(q2) @ _l2n(k1).T).argmax(1)]) == np.tile(
+        np.arange(BATCH), 2)
+    np.testing.assert_allclose(logs["key_acc"], hits.mean(), atol=1e-6)
+
+
+def test_moco_v3_closed_form_at_uniform_similarity(tiny_encoder):
+    """Identical keys for every image: each query sees B equal logits, so ctr = 2 tau log B per direction."""
+    from tfssl.losses import symmetric_contrastive_loss
+
+    q = tf.random.normal([BATCH, DIM])
+    k = tf.ones([BATCH, DIM])
+    loss = symmetric_contrastive_loss(q, q, k, k, temperature=0.5).loss
+    np.testing.assert_allclose(float(loss), 2 * 2 * 0.5 * np.log(BATCH), rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["moco_v1", "moco_v3"])
+def test_short_run_learns(method, tiny_encoder):
+    """A few dozen steps on real Fashion-MNIST views: the contrastive loss falls."""
+    if method == "moco_v1":
+        model = _moco(tiny_encoder, image_size=16, queue_size=32, num_classes=10)
+    else:
+        model = _moco_v3(tiny_encoder, image_size=16, num_classes=10, total_steps=60)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9))
+    history = model.fit(fashion_views(16, 32), steps_per_epoch=10, epochs=6, verbose=0).history["loss"]
+    assert history[-1] < history[0] - 0.05, history
+    assert history[-1] == pytest.approx(min(history), abs=0.1)
+
+
+@pytest.mark.parametrize("method", ["moco_v1", "moco_v3"])
+def test_keras_round_trip(method, tiny_encoder, tmp_path):
+    model = _moco(tiny_encoder) if method == "moco_v1" else _moco_v3(tiny_encoder)
+    view1, view2, labels = random_views(0, BATCH, SIZE, NUM_CLASSES)
+    _step(model, view1, view2, labels)
+    path = str(tmp_path / f"{method}.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is type(model)
+    np.testing.assert_allclose(loaded.predict(view1, verbose=0), model.predict(view1, verbose=0), rtol=1e-5,
+                               atol=1e-6)
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    if method == "moco_v1":
+        np.testing.assert_array_equal(loaded.queue.read().numpy(), model.queue.read().numpy())
+        assert loaded.get_config()["queue_size"] == 16 and loaded.temperature == 0.2
+    else:
+        assert loaded.temperature == 0.5
+
+
+def test_build_method_parts_per_version():
+    v1 = build_method(_moco_config(1, "moco_v1"))
+    assert len(v1.projector.blocks) == 1 and not v1.projector.use_bn
+    v2 = build_method(_moco_config(1, "moco_v2"))
+    assert len(v2.projector.blocks) == 2 and not v2.projector.use_bn
+    assert isinstance(v1, MoCo) and isinstance(v2, MoCo) and v2.queue.size == 16
+    v3 = build_method(TrainConfig(model_dir="x", method="moco_v3", image_size=SIZE, width_multiplier=0.125,
+                                  proj_dim=DIM, proj_hidden_dim=16, temperature=1.0, tau_base=0.99), total_steps=5)
+    assert isinstance(v3, MoCoV3) and v3.projector.last_bn and v3.tau_base == 0.99 and v3.temperature == 1.0
+    aug1 = build_augment(_moco_config(1, "moco_v1"))
+    assert aug1.jitter_prob == 1.0 and tuple(aug1.crop_area) == (0.2, 1.0) and not aug1.blur_enabled
+    aug2 = build_augment(TrainConfig(model_dir="x", method="moco_v2", image_size=SIZE, blur="true"))
+    assert isinstance(aug2, SimCLRAugment) and aug2.blur_enabled and tuple(aug2.crop_area) == (0.2, 1.0)
+    assert isinstance(build_augment(TrainConfig(model_dir="x", method="moco_v3", image_size=SIZE)), ViewPair)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(method="moco_v2", sync_bn=True), "--sync_bn re-opens"),
+    (dict(method="moco_v1", moco_bn_splits=3), "must divide the per-replica batch"),
+    (dict(method="moco_v1", moco_queue_size=0), "--moco_queue_size"),
+    (dict(method="moco_v2", moco_momentum=1.5), "--moco_momentum"),
+])
+def test_config_errors(changes, message):
+    config = TrainConfig(model_dir="x", batch_size=8, **changes)
+    with pytest.raises(ValueError, match=message):
+        config.validate()
+
+
+def test_pretrain_resume_restores_queue_and_key_encoder(tmp_path, monkeypatch, tiny_encoder_in_build_method):
+    """Killed after 2 of 4 steps and resumed, a MoCo run ends where an uninterrupted one does (queue, pointer,
+    key encoder, query encoder), and timing.json counts both segments."""
+    import json
+
+    import tfssl.training as training
+    from tfssl.training import pretrain, restore_model
+
+    def config(model_dir):
+        return TrainConfig(model_dir=str(model_dir), method="moco_v2", train_split="train[:64]", image_size=16,
+                           batch_size=16, train_steps=4, optimizer="sgd", learning_rate=0.05, warmup_epochs=0,
+                           proj_dim=DIM, proj_hidden_dim=16, temperature=0.2, moco_queue_size=24, moco_momentum=0.9,
+                           moco_bn_splits=2, checkpoint_every=2, log_every=1, seed=1)
+
+    pretrain(config(tmp_path / "straight"), verbose=0)
+    make_step = training._make_step_function
+
+    def interrupting(model, strategy, jit_compile):
+        run_one, calls = make_step(model, strategy, jit_compile), []
+
+        def wrapped(iterator):
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            calls.append(1)
+            return run_one(iterator)
+
+        return wrapped
+
+    monkeypatch.setattr(training, "_make_step_function", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(config(tmp_path / "resumed"), verbose=0)
+    monkeypatch.setattr(training, "_make_step_function", make_step)
+    pretrain(config(tmp_path / "resumed"), verbose=0)
+
+    straight, _, _ = restore_model(str(tmp_path / "straight"))
+    resumed, _, _ = restore_model(str(tmp_path / "resumed"))
+    assert int(resumed.queue.pointer.numpy()) == (4 * 16) % 24 == int(straight.queue.pointer.numpy())
+    for a, b in zip(straight.weights, resumed.weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+    with open(tmp_path / "resumed" / "timing.json") as f:
+        timing = json.load(f)
+    assert timing["segments"] == 2 and timing["step"] == 4 and timing["seconds"] > 0  # killed one + resumed one

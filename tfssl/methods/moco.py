@@ -1,0 +1,142 @@
+"""MoCo v1 / v2: a query encoder learns to pick its momentum-encoded key out of a queue of old keys.
+
+He, Fan, Wu, Xie, Girshick, "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR
+2020, Algorithm 1; Chen, Fan, Girshick, He, "Improved Baselines with Momentum Contrastive Learning"
+(MoCo v2), 2020. v1 and v2 share this class: v2 only changes the parts (2-layer MLP head instead of a
+linear one, SimCLR's augmentation with blur, temperature 0.2, cosine learning rate), which
+`build_method` picks from the method name.
+
+Batch-norm leak (MoCo sec. 3.3, "Shuffling BN"): a query and its key are encoded in the same batch, so
+batch statistics let the network tell which key belongs to the batch of the query and "cheat" the
+pretext task. As in the paper, the key batch is shuffled before the key encoder sees it and
+unshuffled after, so each key is normalised with the statistics of a different group of images than
+its query. The groups are the replicas (the paper's GPUs); `bn_splits` additionally cuts each
+replica's batch into that many groups, normalised separately -- on one device (this repository's CPU
+benchmarks) that is the only way to get more than one group, so the Fashion-MNIST flagfiles set it.
+Sync BN would normalise over the whole global batch and re-open the leak, so `--sync_bn` is refused
+for MoCo v1/v2 (MoCo v3 has no queue and uses sync BN, as its paper does).
+"""
+import keras
+import tensorflow as tf
+
+from tfssl.distribute import cross_replica_concat, replica_id_and_count
+from tfssl.heads import KeyQueue
+from tfssl.losses import infonce_loss
+from tfssl.methods.base import SSLMethod
+
+
+def shuffle_permutation(global_size, seed):
+    """A random permutation of `range(global_size)`, the same on every replica (stateless in `seed`)."""
+    noise = tf.random.stateless_uniform([global_size], seed=seed)
+    return tf.argsort(noise, stable=True)
+
+
+def grouped_apply(network, images, groups):
+    """`network(images)` with the batch cut into `groups` equal chunks, each normalised by its own BN statistics.
+
+    Args:
+      network: callable `(x, training) -> [n, d]`.
+      images: `[n, ...]` with n divisible by `groups`.
+      groups: number of chunks (1 = one call on the whole batch).
+
+    Returns:
+      `[n, d]`, rows in the input order.
+    """
+    if groups == 1:
+        return network(images, training=True)
+    return tf.concat([network(chunk, training=True) for chunk in tf.split(images, groups, axis=0)], axis=0)
+
+
+@keras.saving.register_keras_serializable(package="tfssl")
+class MoCo(SSLMethod):
+    """MoCo v1 / v2 with a FIFO queue of keys and shuffled BN in the key encoder.
+
+    Args:
+      encoder: query backbone f_q, images -> `[B, D]`.
+      projector: query head (`ProjectionHead`: v1 one linear layer to 128, v2 Dense 2048 -> ReLU -> Dense 128,
+        both without BN, as in the papers).
+      queue_size: K, keys in the queue (65536 in the papers).
+      momentum: m of the key encoder update f_k <- m f_k + (1 - m) f_q (0.999 in the papers).
+      temperature: tau of the InfoNCE logits (0.07 in v1, 0.2 in v2).
+      bn_splits: BN groups per replica (see the module docstring); the local batch must divide by it.
+      **kwargs: `SSLMethod` arguments (augment, num_classes, linear_probe, seed, name).
+    """
+
+    metric_names = ("loss", "collapse_std", "key_acc")
+
+    def __init__(self, encoder, projector, queue_size=65536, momentum=0.999, temperature=0.07, bn_splits=1,
+                 **kwargs):
+        super().__init__(encoder, **kwargs)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1] (MoCo: 0.999), got {momentum}")
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1 (MoCo: 65536), got {queue_size}")
+        if bn_splits < 1:
+            raise ValueError(f"bn_splits must be >= 1, got {bn_splits}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 (MoCo v1: 0.07, v2: 0.2), got {temperature}")
+        self.projector = projector
+        self.queue_size, self.momentum = int(queue_size), float(momentum)
+        self.temperature, self.bn_splits = float(temperature), int(bn_splits)
+        if not projector.built:
+            projector.build((None, int(encoder.output.shape[-1])))
+        # f_k starts as a copy of f_q (Alg. 1: f_k.params = f_q.params) and is never given gradients.
+        self.key_encoder = self.make_target(encoder, encoder.input_shape, "key_encoder")
+        self.key_projector = self.make_target(projector, (None, int(encoder.output.shape[-1])), "key_projector")
+        self.queue = KeyQueue(self.queue_size, projector.output_dim, seed=self.seed, name="queue")
+
+    def key_pairs(self):
+        """`(query, key)` variable pairs of the momentum update (trainable weights of encoder and head)."""
+        return self.ema_pairs(self.encoder, self.key_encoder) + self.ema_pairs(self.projector, self.key_projector)
+
+    def _key_network(self, images, training=True):
+        return self.key_projector(self.key_encoder(images, training=training), training=training)
+
+    def _query_network(self, images, training=True):
+        return self.projector(self.encoder(images, training=training), training=training)
+
+    def keys(self, view, step):
+        """Keys `[n, d]` of this replica's `view`, computed with BN shuffled over all replicas and splits.
+
+        The global key batch is gathered, permuted by a permutation every replica draws identically
+        from (seed, step), and cut into `num_replicas * bn_splits` groups; this replica encodes its
+        groups, the encoded groups are gathered again and the permutation is undone.
+        """
+        replica_id, num_replicas = replica_id_and_count()
+        groups = num_replicas * self.bn_splits
+        if groups == 1:
+            return tf.stop_gradient(self._key_network(view))
+        everything = cross_replica_concat(view)
+        n = tf.shape(view)[0]
+        perm = shuffle_permutation(tf.shape(everything)[0], tf.stack([self.seed, tf.cast(step, tf.int32)]))
+        mine = tf.gather(everything, perm[replica_id * n:(replica_id + 1) * n])
+        shuffled_keys = cross_replica_concat(grouped_apply(self._key_network, mine, self.bn_splits))
+        # Row perm[j] of the original order was encoded at shuffled position j: scatter it back.
+        keys = tf.gather(shuffled_keys, tf.argsort(perm, stable=True))
+        return tf.stop_gradient(keys[replica_id * n:(replica_id + 1) * n])
+
+    def train_step(self, data):
+        view1, view2, labels = self.views(data)
+        step = tf.identity(self.optimizer.iterations)
+        keys = self.keys(view2, step)  # computed with f_k before this step's update, as in Alg. 1
+        queue = self.queue.read()
+        with tf.GradientTape() as tape:
+            # Queries go through BN in the same groups as the keys' replicas/splits, unshuffled.
+            h = grouped_apply(self.encoder, view1, self.bn_splits)
+            q = grouped_apply(self.projector, h, self.bn_splits)
+            output = infonce_loss(q, keys, queue, self.temperature)
+            total = output.loss + self.probe_loss(h, labels)
+        self.apply_gradients(tape, total)
+        pairs = self.key_pairs()
+        self.momentum_update([a for a, _ in pairs], [b for _, b in pairs], self.momentum)
+        self.queue.enqueue(tf.math.l2_normalize(tf.cast(keys, tf.float32), axis=1))
+        _, num_replicas = replica_id_and_count()
+        hits = tf.cast(tf.equal(tf.argmax(output.logits, axis=1, output_type=tf.int32), output.labels), tf.float32)
+        return self.update_metrics(loss=output.loss * num_replicas, collapse_std=self.collapse_std(q),
+                                   key_acc=tf.reduce_mean(hits))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(projector=keras.saving.serialize_keras_object(self.projector), queue_size=self.queue_size,
+                      momentum=self.momentum, temperature=self.temperature, bn_splits=self.bn_splits)
+        return config

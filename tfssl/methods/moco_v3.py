@@ -1,0 +1,52 @@
+"""MoCo v3: BYOL's online / momentum networks with a contrastive loss over the global batch instead of a queue.
+
+Chen, Xie, He, "An Empirical Study of Training Self-Supervised Vision Transformers", ICCV 2021, Algorithm 1:
+    q1, q2 = predictor(projector(f_q(x1))), predictor(projector(f_q(x2)))
+    k1, k2 = projector_k(f_k(x1)), projector_k(f_k(x2))       # momentum encoder, no gradient
+    loss = ctr(q1, k2) + ctr(q2, k1),  ctr = 2 * tau * cross-entropy over the keys of the whole batch
+The keys are gathered from all replicas (every other image of the global batch is a negative); the
+momentum rises from its base (0.99 for ResNet-50) to 1 on a cosine, as in BYOL; batch norm is sync BN
+in the paper's ResNet setting (`--sync_bn`). Views: BYOL's asymmetric recipe, which the paper adopts.
+ResNet backbone only; the paper's ViT variant is not implemented.
+"""
+import keras
+import tensorflow as tf
+
+from tfssl.losses import symmetric_contrastive_loss
+from tfssl.methods.byol import BYOL
+
+
+@keras.saving.register_keras_serializable(package="tfssl")
+class MoCoV3(BYOL):
+    """MoCo v3 (ResNet).
+
+    Args:
+      encoder: backbone, images -> `[B, D]`.
+      projector: online projector (paper: 3 layers, 4096 hidden, 256 out, BN on every layer).
+      predictor: online predictor (paper: 2 layers, 4096 hidden, no BN on the output).
+      temperature: tau of the contrastive loss (1.0 for ResNet-50 in the paper's code, 0.2 for ViT).
+      tau_base: momentum at step 0 (0.99), rising to 1 over `total_steps` on a cosine.
+      total_steps: length of the momentum schedule; None keeps it at tau_base.
+      **kwargs: `SSLMethod` arguments.
+
+    Everything but the loss -- momentum copies, schedule, no-gradient target, per-view BN -- is BYOL's.
+    """
+
+    metric_names = ("loss", "collapse_std", "key_acc")
+
+    def __init__(self, encoder, projector, predictor, temperature=1.0, tau_base=0.99, total_steps=None, **kwargs):
+        super().__init__(encoder, projector, predictor, tau_base=tau_base, total_steps=total_steps, **kwargs)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 (MoCo v3 ResNet: 1.0, ViT: 0.2), got {temperature}")
+        self.temperature = float(temperature)
+
+    def pair_loss(self, p1, p2, target1, target2):
+        """ctr(q1, k2) + ctr(q2, k1) over the gathered global batch, and the top-1 accuracy of the keys."""
+        output = symmetric_contrastive_loss(p1, p2, target1, target2, temperature=self.temperature)
+        predicted = tf.argmax(output.logits, axis=1, output_type=tf.int32)
+        return output.loss, {"key_acc": tf.reduce_mean(tf.cast(tf.equal(predicted, output.labels), tf.float32))}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(temperature=self.temperature)
+        return config
