@@ -158,3 +158,43 @@ def test_build_method_defaults():
     assert not hasattr(model, "target_encoder")
     with pytest.raises(ValueError, match="output_dim"):
         SimSiam(model.encoder, model.projector, predictor_head(16, 4))
+
+
+def test_fixed_predictor_rate_follows_the_peak_while_the_rest_follows_the_schedule(tmp_path):
+    """Step 0 of a warm-up schedule has rate 0: encoder and projector stay put, the predictor moves by -peak * g."""
+    from tfssl.optim import WarmupCosine, build_optimizer
+
+    keras.utils.set_random_seed(3)
+    encoder = build_encoder("resnet18", SIZE, width_multiplier=WIDTH)
+    projector = ProjectionHead(num_layers=2, output_dim=PROJ_DIM, hidden_dim=16, last_bn=True, name="projector")
+    model = SimSiam(encoder, projector, predictor_head(PROJ_DIM, 16), fix_predictor_lr=True, linear_probe=False)
+    model.build_heads()
+    view1, view2, labels = _views(seed=4)
+    weights = model.get_weights()
+    variables, grads, _ = _reference_gradients(model, view1, view2, stop_gradient=True)
+    model.set_weights(weights)
+    peak = 0.2
+    model.compile(optimizer=build_optimizer("sgd", WarmupCosine(peak, total_steps=10, warmup_steps=2), momentum=0.9))
+    model.build_optimizers()
+    assert float(model.predictor_optimizer.learning_rate) == pytest.approx(peak)
+    before = [v.numpy() for v in variables]
+    model.train_step((view1, view2, labels))
+    predictor_ids = {id(v) for v in model.predictor.trainable_variables}
+    for v, w0, g in zip(variables, before, grads):
+        want = -peak * g.numpy() if id(v) in predictor_ids else np.zeros_like(w0)
+        scale = np.max(np.abs(peak * g.numpy())) + 1e-12
+        np.testing.assert_allclose(v.numpy() - w0, want, rtol=1e-3, atol=1e-3 * scale, err_msg=v.path)
+    # The predictor's optimizer (its momentum slots and step) is part of the model's checkpoint.
+    path = tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(str(tmp_path / "ckpt"))
+    names = [name for name, _ in tf.train.list_variables(path)]
+    slots = [n for n in names if "predictor_optimizer" in n]
+    assert len(slots) > len(model.predictor.trainable_variables), slots
+
+
+def test_fixed_predictor_rate_flag_reaches_the_method():
+    config = TrainConfig(model_dir="x", method="simsiam", image_size=SIZE, width_multiplier=WIDTH, proj_dim=PROJ_DIM,
+                         fix_predictor_lr=True)
+    model = build_method(config)
+    assert model.fix_predictor_lr and model.get_config()["fix_predictor_lr"]
+    assert not build_method(TrainConfig(model_dir="x", method="simsiam", image_size=SIZE, width_multiplier=WIDTH,
+                                        proj_dim=PROJ_DIM)).fix_predictor_lr

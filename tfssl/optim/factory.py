@@ -58,3 +58,39 @@ def build_optimizer(name, learning_rate, weight_decay=0.0, momentum=0.9):
         )
     optimizer.exclude_from_weight_decay(var_names=[NO_DECAY_PATTERN])
     return optimizer
+
+
+def constant_rate_copy(optimizer, learning_rate):
+    """A fresh optimizer of `optimizer`'s class and settings, but with a constant `learning_rate`.
+
+    SimSiam trains its predictor at the base rate while the rest follows the cosine (Chen & He 2021,
+    sec. 4.4 / appendix A). The copy has its own slots and step counter; weight-decay exclusions (which
+    `get_config` does not carry) are re-applied as `build_optimizer` sets them.
+
+    Args:
+      optimizer: a Keras optimizer from `build_optimizer` (or any Keras optimizer).
+      learning_rate: float > 0.
+
+    Returns:
+      The new, unbuilt optimizer.
+    """
+    learning_rate = check_learning_rate(float(learning_rate))
+    config = optimizer.get_config()
+    config["learning_rate"] = learning_rate
+    config["name"] = f"{config.get('name', 'optimizer')}_constant_rate"
+    copy = type(optimizer).from_config(config)
+    if not isinstance(copy, LARS):
+        copy.exclude_from_weight_decay(var_names=[NO_DECAY_PATTERN])
+    return copy
+
+
+def peak_learning_rate(optimizer):
+    """The largest rate `optimizer`'s schedule reaches (`WarmupCosine` peak, or the constant rate)."""
+    from tfssl.optim.schedules import WarmupCosine
+
+    rate = optimizer._learning_rate if hasattr(optimizer, "_learning_rate") else optimizer.learning_rate
+    if isinstance(rate, WarmupCosine):
+        return rate.peak_learning_rate
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        raise ValueError(f"cannot tell the peak of a {type(rate).__name__} schedule; use WarmupCosine or a float")
+    return float(keras.ops.convert_to_numpy(rate))
