@@ -86,3 +86,39 @@ def test_published_barlow_twins_and_vicreg_recipes():
         small, simclr = load(name), load("simclr_fashion_mnist.flags")
         assert (small.encoder, small.width_multiplier, small.image_size, small.batch_size, small.epochs) == (
             simclr.encoder, simclr.width_multiplier, simclr.image_size, simclr.batch_size, simclr.epochs)
+
+
+def _load(name):
+    values = flags.FlagValues()
+    define_flags(values)
+    values(["prog", f"--flagfile={os.path.join(FLAG_DIR, name)}"])
+    return from_flags(values, TrainConfig)
+
+
+def test_published_moco_and_instdis_recipes():
+    v1, v2 = _load("moco_v1_imagenet.flags"), _load("moco_v2_imagenet.flags")
+    # He et al. 2019 / Chen et al. 2020: ResNet-50, batch 256, SGD lr 0.03, wd 1e-4, K 65536, m 0.999,
+    # T 0.07 (v1) / 0.2 (v2), linear (v1) / 2048-hidden MLP (v2) 128-d head, blur only in v2.
+    for config, temperature in ((v1, 0.07), (v2, 0.2)):
+        assert (config.encoder, config.batch_size, config.optimizer, config.learning_rate, config.weight_decay,
+                config.moco_queue_size, config.moco_momentum, config.temperature, config.proj_dim) == (
+            "resnet50", 256, "sgd", 0.03, 1e-4, 65536, 0.999, temperature, 128)
+    assert (v1.resolved_blur(), v2.resolved_blur(), v2.proj_hidden_dim) == (False, True, 2048)
+    v3 = _load("moco_v3_imagenet.flags")
+    assert (v3.method, v3.batch_size, v3.optimizer, v3.learning_rate, v3.weight_decay, v3.temperature, v3.tau_base,
+            v3.proj_hidden_dim, v3.proj_dim, v3.pred_hidden_dim, v3.sync_bn) == (
+        "moco_v3", 4096, "lars", 0.3, 1.5e-6, 1.0, 0.99, 4096, 256, 4096, True)
+    instdis = _load("instdis_imagenet.flags")
+    # Wu et al. 2018: 128-d, T 0.07, 4096 NCE negatives, bank momentum 0.5.
+    assert (instdis.method, instdis.temperature, instdis.instdis_negatives, instdis.instdis_momentum,
+            instdis.instdis_loss, instdis.proj_dim) == ("instdis", 0.07, 4096, 0.5, "nce", 128)
+    assert _load("simsiam_cifar10.flags").fix_predictor_lr
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco_v1", "moco_v2", "moco_v3", "byol", "simsiam", "instdis",
+                                    "barlow_twins", "vicreg"])
+def test_every_method_has_a_fashion_mnist_recipe_at_simclr_budget(method):
+    small, simclr = _load(f"{method}_fashion_mnist.flags"), _load("simclr_fashion_mnist.flags")
+    assert small.method == method
+    assert (small.encoder, small.width_multiplier, small.image_size, small.batch_size, small.epochs) == (
+        simclr.encoder, simclr.width_multiplier, simclr.image_size, simclr.batch_size, simclr.epochs)
