@@ -1,13 +1,20 @@
-"""Fashion-MNIST accuracy of SimCLR beside random-init and supervised encoders of the same architecture.
+"""Fashion-MNIST accuracy of a method beside random-init and supervised encoders of the same architecture.
 
-The SimCLR recipe is the flagfile itself (flags/simclr_fashion_mnist.flags), so the number in README is
-the number that flagfile gives. Protocols: linear probe (l2 selected on the validation split carved from
+The recipe is the flagfile itself (default flags/simclr_fashion_mnist.flags; every method has a
+flags/<method>_fashion_mnist.flags at the same encoder and budget), so the number in README is the
+number that flagfile gives. Protocols: linear probe (l2 selected on the validation split carved from
 train) and weighted kNN (k=200, T=0.1); test reported once. The supervised baseline trains the same
 encoder with labels for `--supervised_epochs`, keeps the epoch with the best validation accuracy, and
 is also evaluated with the same linear probe and kNN on its frozen features.
 
   python benchmarks/accuracy.py --out_dir=runs/bench_fmnist            # full budget (~1 h here)
   python benchmarks/accuracy.py --out_dir=/tmp/quick --epochs=1 --supervised_epochs=1   # smoke
+  python benchmarks/accuracy.py --flagfile_path=flags/byol_fashion_mnist.flags --out_dir=runs/bench_byol \
+      --supervised_epochs=0 --output=benchmarks/results/accuracy_byol_fashion_mnist.json
+  python benchmarks/accuracy_table.py        # the README table from every results JSON
+
+Pre-training time and peak memory come from the run's timing.json, summed over resumed segments.
+`--supervised_epochs=0` skips the supervised baseline (it does not depend on the method).
 """
 import time
 
@@ -15,10 +22,10 @@ from absl import app, flags
 
 import _common
 
-flags.DEFINE_string("flagfile_path", "flags/simclr_fashion_mnist.flags", "SimCLR recipe.")
+flags.DEFINE_string("flagfile_path", "flags/simclr_fashion_mnist.flags", "Method recipe (flagfile).")
 flags.DEFINE_string("out_dir", "runs/bench_fmnist", "Run directory (resumes if it exists).")
 flags.DEFINE_integer("epochs", 0, "Override the recipe's epochs (0 = keep).")
-flags.DEFINE_integer("supervised_epochs", 8, "Epochs of the supervised baseline.")
+flags.DEFINE_integer("supervised_epochs", 8, "Epochs of the supervised baseline (0 = skip it).")
 flags.DEFINE_string("output", "benchmarks/results/accuracy_fashion_mnist.json", "Figures (JSON).")
 FLAGS = flags.FLAGS
 
@@ -101,44 +108,57 @@ def supervised_baseline(config, epochs, cache_dir):
 
 def main(_):
     import dataclasses
+    import json
     import os
 
     from tfssl.evaluation.run import evaluate_encoder, evaluate_run, format_table
-    from tfssl.training import pretrain
+    from tfssl.training import TIMING_FILE, pretrain
 
     config = read_flagfile(FLAGS.flagfile_path)
     config.model_dir = FLAGS.out_dir
     if FLAGS.epochs:
         config.epochs = FLAGS.epochs
-    results = {"machine": _common.machine(), "config": dataclasses.asdict(config)}
+    results = {"machine": _common.machine(), "config": dataclasses.asdict(config), "method": config.method}
     start = time.time()
     train_result = pretrain(config)
-    results["pretrain_seconds"] = round(time.time() - start, 1)
+    timing_path = os.path.join(config.model_dir, TIMING_FILE)
+    if os.path.exists(timing_path):
+        with open(timing_path) as f:
+            timing = json.load(f)
+        results["pretrain_seconds"], results["pretrain_segments"] = timing["seconds"], timing["segments"]
+        results["pretrain_peak_rss_mib"] = timing["peak_rss_mib"]
+    else:  # a run from before timing.json existed: this process's own share only
+        results["pretrain_seconds"] = round(time.time() - start, 1)
     results["pretrain_final"] = {k: v for k, v in train_result.items() if isinstance(v, (int, float))}
 
     start = time.time()
     evaluation = evaluate_run(config.model_dir)
     results["eval_seconds"] = round(time.time() - start, 1)
-    results["simclr"] = evaluation["encoder"]
+    results[config.method] = evaluation["encoder"]
     results["random_init"] = evaluation["random_init"]
     print(format_table(evaluation))
+    names = [config.method, "random_init"]
 
-    start = time.time()
-    encoder, supervised = supervised_baseline(config, FLAGS.supervised_epochs, config.model_dir)
-    results["supervised_seconds"] = round(time.time() - start, 1)
-    results["supervised"] = {"end_to_end": supervised,
-                             **evaluate_encoder(encoder, "supervised", config,
-                                                os.path.join(config.model_dir, "eval"))}
+    if FLAGS.supervised_epochs:
+        start = time.time()
+        encoder, supervised = supervised_baseline(config, FLAGS.supervised_epochs, config.model_dir)
+        results["supervised_seconds"] = round(time.time() - start, 1)
+        results["supervised"] = {"end_to_end": supervised,
+                                 **evaluate_encoder(encoder, "supervised", config,
+                                                    os.path.join(config.model_dir, "eval"))}
+        names.append("supervised")
     results["peak_rss_mib"] = round(_common.peak_rss_mib(), 1)
     _common.write_json(FLAGS.output, results)
     print(f"\n{'':12s} {'linear test':>11s} {'kNN test':>9s}")
-    for name in ("simclr", "random_init", "supervised"):
+    for name in names:
         r = results[name]
         print(f"{name:12s} {r['linear']['test_accuracy']:11.4f} {r['knn']['test_accuracy']:9.4f}")
-    print(f"supervised end-to-end test accuracy {supervised['test_accuracy']:.4f} "
-          f"(epoch {supervised['selected_epoch']} selected on validation)")
+    if "supervised" in results:
+        supervised = results["supervised"]["end_to_end"]
+        print(f"supervised end-to-end test accuracy {supervised['test_accuracy']:.4f} "
+              f"(epoch {supervised['selected_epoch']} selected on validation)")
     print(f"pretrain {results['pretrain_seconds']} s, eval {results['eval_seconds']} s, "
-          f"supervised {results['supervised_seconds']} s, peak RSS {results['peak_rss_mib']} MiB")
+          f"supervised {results.get('supervised_seconds', 0)} s, peak RSS {results['peak_rss_mib']} MiB")
     print(f"Wrote {FLAGS.output}")
 
 
