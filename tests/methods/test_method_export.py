@@ -1,0 +1,50 @@
+"""Every method's run directory exports its encoder like SimCLR's: restore_model (what tfssl-export uses)
+rebuilds the method from flags.json and the checkpoint -- key / target encoders, queue, memory bank and
+all -- and the SavedModel serves exactly the checkpointed encoder's embeddings."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfssl.config import TrainConfig
+from tfssl.methods import METHODS, build_method
+from tfssl.training import CHECKPOINT_DIR, FLAGS_FILE, restore_model
+
+SIZE = 16
+
+
+def _perturb(weights, seed):
+    """Moves every encoder weight (BN statistics included) off its initial value."""
+    rng = np.random.default_rng(seed)
+    for w in weights:
+        value = w.numpy()
+        w.assign((value + 0.1 * rng.normal(size=value.shape) * (np.abs(value).mean() + 0.1)).astype(value.dtype))
+        if "variance" in w.path:
+            w.assign(np.abs(w.numpy()) + 0.5)
+
+
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"simclr"}))
+def test_method_run_exports_its_encoder(method, tmp_path):
+    from tfssl.augment import center_resize
+    from tfssl.export import export_encoder
+
+    model_dir = str(tmp_path / "run")
+    os.makedirs(model_dir)
+    config = TrainConfig(model_dir=model_dir, method=method, image_size=SIZE, width_multiplier=0.125, proj_dim=8,
+                         proj_hidden_dim=16, moco_queue_size=32, instdis_negatives=8, linear_probe=False)
+    with open(os.path.join(model_dir, FLAGS_FILE), "w") as f:
+        f.write(config.to_json())
+    trained = build_method(config, total_steps=10, num_examples=40)
+    _perturb(trained.encoder.weights, 0)
+    tf.train.Checkpoint(model=trained).save(os.path.join(model_dir, CHECKPOINT_DIR, "ckpt"))
+
+    model, _, _ = restore_model(model_dir)
+    assert type(model) is type(trained)
+    for a, b in zip(trained.encoder.weights, model.encoder.weights):
+        np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=a.path)
+    version_dir = export_encoder(model.encoder, str(tmp_path / "serving"), SIZE, warmup=False)
+    images = np.random.default_rng(1).integers(0, 256, size=(3, 28, 28, 1)).astype(np.uint8)  # raw pixels
+    served = tf.saved_model.load(version_dir).signatures["serving_default"](images=tf.constant(images, tf.float32))
+    want = trained.encoder(center_resize(tf.constant(images), SIZE), training=False).numpy()
+    np.testing.assert_allclose(served["embedding"].numpy(), want, rtol=1e-5, atol=1e-5)
