@@ -71,6 +71,8 @@ class TrainConfig:
     instdis_negatives: int = _field(4096, "instdis: negatives sampled from the memory bank per step (paper: 4096).")
     instdis_momentum: float = _field(0.5, "instdis: memory-bank update momentum (paper: 0.5).")
     instdis_loss: str = _field("nce", "instdis: nce (the paper's NCE, Z frozen after step 1) or softmax.")
+    instdis_head_bn: bool = _field(False, "instdis: batch norm on the linear head's output (the paper has none; "
+                                          "small encoders need it, see flags/instdis_fashion_mnist.flags).")
     bt_lambda: float = _field(0.0051, "Barlow Twins weight of the off-diagonal (redundancy) term (paper: 0.0051).")
     vicreg_sim_weight: float = _field(25.0, "VICReg weight lambda of the invariance term (paper: 25).")
     vicreg_var_weight: float = _field(25.0, "VICReg weight mu of the variance term (paper: 25).")
@@ -90,7 +92,8 @@ class TrainConfig:
 
     # Fields that define the network: a resumed run must not change them.
     ARCHITECTURE_FIELDS = ("method", "encoder", "width_multiplier", "cifar_stem", "image_size",
-                           "proj_layers", "proj_dim", "proj_hidden_dim", "pred_hidden_dim", "moco_queue_size")
+                           "proj_layers", "proj_dim", "proj_hidden_dim", "pred_hidden_dim", "moco_queue_size",
+                           "instdis_head_bn")
 
     def validate(self, num_replicas=1):
         """Raises ValueError with a one-line message for the first invalid setting."""

@@ -302,3 +302,20 @@ def test_bad_arguments_and_a_model_without_bank(tiny_encoder):
     _sgd(model)
     with pytest.raises(ValueError, match="num_examples"):
         model.train_step(_batch(seed=8))
+
+
+@pytest.mark.parametrize("head_bn", [False, True])
+def test_build_method_head_and_bank(head_bn):
+    """build_method: the paper's linear 128-d head (batch-normalised with --instdis_head_bn), a bank row per
+    training example, the flags' loss settings; restore-style builds (no num_examples) have no bank."""
+    from tfssl.config import TrainConfig
+    from tfssl.methods import build_method
+
+    config = TrainConfig(model_dir="x", method="instdis", image_size=8, width_multiplier=0.125, proj_dim=16,
+                         instdis_head_bn=head_bn, instdis_negatives=32, instdis_momentum=0.5, temperature=0.07,
+                         instdis_loss="softmax")
+    model = build_method(config, num_examples=50)
+    assert model.projector.num_layers == 1 and model.projector.use_bn == head_bn
+    assert [w.name for w in model.projector.weights if "moving_mean" in w.path] == (["moving_mean"] if head_bn else [])
+    assert tuple(model.bank.bank.shape) == (50, 16) and model.num_negatives == 32 and model.objective == "softmax"
+    assert build_method(config).bank is None

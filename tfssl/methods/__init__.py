@@ -111,8 +111,10 @@ def build_method(config, num_classes=None, total_steps=None, num_examples=None):
             model = SimSiam(projector=projector, predictor=predictor, fix_predictor_lr=config.fix_predictor_lr,
                             **common)
     elif config.method == "instdis":
-        # The paper's head: one linear layer to 128-d, then L2 normalisation (in the method).
-        projector = ProjectionHead(num_layers=1, output_dim=config.proj_dim, use_bn=False, name="projector")
+        # The paper's head: one linear layer to 128-d, then L2 normalisation (in the method); optionally
+        # batch-normalised, which keeps a small encoder's nearly parallel random-init features apart.
+        projector = ProjectionHead(num_layers=1, output_dim=config.proj_dim, use_bn=config.instdis_head_bn,
+                                   name="projector")
         model = InstDis(projector=projector, num_examples=num_examples, temperature=config.temperature,
                         num_negatives=config.instdis_negatives, bank_momentum=config.instdis_momentum,
                         loss=config.instdis_loss, **common)
