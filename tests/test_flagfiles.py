@@ -10,6 +10,13 @@ from tfssl.config import TrainConfig, define_flags, from_flags
 FLAG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags")
 
 
+def _load(name):
+    values = flags.FlagValues()
+    define_flags(values)
+    values(["prog", f"--flagfile={os.path.join(FLAG_DIR, name)}"])
+    return from_flags(values, TrainConfig)
+
+
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(FLAG_DIR, "*.flags"))))
 def test_flagfile_is_valid(path):
     values = flags.FlagValues()
@@ -24,75 +31,50 @@ def test_flagfile_is_valid(path):
 
 
 def test_published_recipes():
-    def load(name):
-        values = flags.FlagValues()
-        define_flags(values)
-        values(["prog", f"--flagfile={os.path.join(FLAG_DIR, name)}"])
-        return from_flags(values, TrainConfig)
-
-    cifar = load("simclr_cifar10.flags")
+    cifar = _load("simclr_cifar10.flags")
     assert (cifar.encoder, cifar.resolved_cifar_stem(), cifar.batch_size, cifar.temperature,
             cifar.color_jitter_strength, cifar.resolved_blur(), cifar.optimizer) == (
         "resnet18", True, 512, 0.5, 0.5, False, "lars")
-    imagenet = load("simclr_imagenet.flags")
+    imagenet = _load("simclr_imagenet.flags")
     assert (imagenet.encoder, imagenet.batch_size, imagenet.temperature, imagenet.lr_scaling,
             imagenet.learning_rate) == ("resnet50", 4096, 0.1, "sqrt", 0.075)
 
 
 def test_published_byol_and_simsiam_recipes():
-    def load(name):
-        values = flags.FlagValues()
-        define_flags(values)
-        values(["prog", f"--flagfile={os.path.join(FLAG_DIR, name)}"])
-        return from_flags(values, TrainConfig)
-
-    byol = load("byol_imagenet.flags")
+    byol = _load("byol_imagenet.flags")
     # Grill et al. 2020: LARS, lr 0.2 x B/256 at B = 4096, wd 1.5e-6, tau 0.996, 4096 -> 256 heads.
     assert (byol.method, byol.encoder, byol.batch_size, byol.optimizer, byol.learning_rate, byol.lr_scaling,
             byol.weight_decay, byol.tau_base, byol.proj_hidden_dim, byol.proj_dim, byol.pred_hidden_dim) == (
         "byol", "resnet50", 4096, "lars", 0.2, "linear", 1.5e-6, 0.996, 4096, 256, 4096)
-    simsiam = load("simsiam_cifar10.flags")
+    simsiam = _load("simsiam_cifar10.flags")
     # Chen & He 2021, appendix D: SGD lr 0.03 x B/256, wd 5e-4, batch 512, 2-layer 2048 projector, 512 bottleneck.
     assert (simsiam.method, simsiam.optimizer, simsiam.learning_rate, simsiam.weight_decay, simsiam.batch_size,
             simsiam.proj_layers, simsiam.proj_dim, simsiam.pred_hidden_dim, simsiam.resolved_cifar_stem()) == (
         "simsiam", "sgd", 0.03, 5e-4, 512, 2, 2048, 512, True)
     for name in ("byol_fashion_mnist.flags", "simsiam_fashion_mnist.flags"):
-        small, simclr = load(name), load("simclr_fashion_mnist.flags")
+        small, simclr = _load(name), _load("simclr_fashion_mnist.flags")
         # Same encoder and budget as the SimCLR Fashion-MNIST run, so the README table compares like for like.
         assert (small.encoder, small.width_multiplier, small.image_size, small.batch_size, small.epochs) == (
             simclr.encoder, simclr.width_multiplier, simclr.image_size, simclr.batch_size, simclr.epochs)
 
 
 def test_published_barlow_twins_and_vicreg_recipes():
-    def load(name):
-        values = flags.FlagValues()
-        define_flags(values)
-        values(["prog", f"--flagfile={os.path.join(FLAG_DIR, name)}"])
-        return from_flags(values, TrainConfig)
-
-    barlow = load("barlow_twins_imagenet.flags")
+    barlow = _load("barlow_twins_imagenet.flags")
     # Zbontar et al. 2021: ResNet-50, batch 2048, LARS lr 0.2 x B/256 (weights), wd 1.5e-6, 3 x 8192, lambda 0.0051.
     assert (barlow.method, barlow.encoder, barlow.batch_size, barlow.optimizer, barlow.learning_rate,
             barlow.lr_scaling, barlow.weight_decay, barlow.proj_layers, barlow.proj_hidden_dim, barlow.proj_dim,
             barlow.bt_lambda, barlow.epochs) == (
         "barlow_twins", "resnet50", 2048, "lars", 0.2, "linear", 1.5e-6, 3, 8192, 8192, 0.0051, 1000)
-    vicreg = load("vicreg_imagenet.flags")
+    vicreg = _load("vicreg_imagenet.flags")
     # Bardes et al. 2022: LARS lr 0.2 x B/256 at B = 2048, wd 1e-6, 3 x 8192 expander, weights 25 / 25 / 1.
     assert (vicreg.method, vicreg.encoder, vicreg.batch_size, vicreg.optimizer, vicreg.learning_rate,
             vicreg.lr_scaling, vicreg.weight_decay, vicreg.proj_layers, vicreg.proj_hidden_dim, vicreg.proj_dim,
             vicreg.vicreg_sim_weight, vicreg.vicreg_var_weight, vicreg.vicreg_cov_weight, vicreg.epochs) == (
         "vicreg", "resnet50", 2048, "lars", 0.2, "linear", 1e-6, 3, 8192, 8192, 25.0, 25.0, 1.0, 1000)
     for name in ("barlow_twins_fashion_mnist.flags", "vicreg_fashion_mnist.flags"):
-        small, simclr = load(name), load("simclr_fashion_mnist.flags")
+        small, simclr = _load(name), _load("simclr_fashion_mnist.flags")
         assert (small.encoder, small.width_multiplier, small.image_size, small.batch_size, small.epochs) == (
             simclr.encoder, simclr.width_multiplier, simclr.image_size, simclr.batch_size, simclr.epochs)
-
-
-def _load(name):
-    values = flags.FlagValues()
-    define_flags(values)
-    values(["prog", f"--flagfile={os.path.join(FLAG_DIR, name)}"])
-    return from_flags(values, TrainConfig)
 
 
 def test_published_moco_and_instdis_recipes():

@@ -121,9 +121,10 @@ class MoCo(SSLMethod):
         keys = self.keys(view2, step)  # computed with f_k before this step's update, as in Alg. 1
         queue = self.queue.read()
         with tf.GradientTape() as tape:
-            # Queries go through BN in the same groups as the keys' replicas/splits, unshuffled.
+            # Queries go through the encoder's BN in the same groups as the keys' replicas/splits, unshuffled
+            # (the MoCo heads have no BN, so the head sees the whole batch at once).
             h = grouped_apply(self.encoder, view1, self.bn_splits)
-            q = grouped_apply(self.projector, h, self.bn_splits)
+            q = self.projector(h, training=True)
             output = infonce_loss(q, keys, queue, self.temperature)
             total = output.loss + self.probe_loss(h, labels)
         self.apply_gradients(tape, total)
