@@ -90,6 +90,13 @@ def test_published_moco_and_instdis_recipes():
     assert (v3.method, v3.batch_size, v3.optimizer, v3.learning_rate, v3.weight_decay, v3.temperature, v3.tau_base,
             v3.proj_hidden_dim, v3.proj_dim, v3.pred_hidden_dim, v3.sync_bn) == (
         "moco_v3", 4096, "lars", 0.3, 1.5e-6, 1.0, 0.99, 4096, 256, 4096, True)
+    vit = _load("moco_v3_vit_imagenet.flags")
+    # Chen, Xie, He 2021, ViT-S/16: AdamW lr 1.5e-4 x B/256, wd 0.1, 40 warm-up of 300 epochs, T 0.2, frozen
+    # patch projection, 3-layer projector / 2-layer predictor (4096 hidden, 256 out).
+    assert (vit.encoder, vit.patch_size, vit.freeze_patch_embed, vit.batch_size, vit.optimizer, vit.learning_rate,
+            vit.weight_decay, vit.warmup_epochs, vit.epochs, vit.temperature, vit.tau_base, vit.proj_layers,
+            vit.proj_hidden_dim, vit.proj_dim, vit.pred_hidden_dim) == (
+        "vit_small", 16, True, 4096, "adamw", 1.5e-4, 0.1, 40, 300, 0.2, 0.99, 3, 4096, 256, 4096)
     instdis = _load("instdis_imagenet.flags")
     # Wu et al. 2018: 128-d, T 0.07, 4096 NCE negatives, bank momentum 0.5.
     assert (instdis.method, instdis.temperature, instdis.instdis_negatives, instdis.instdis_momentum,

@@ -8,7 +8,7 @@ import json
 import math
 
 CHOICES = {
-    "encoder": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
+    "encoder": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vit_tiny", "vit_small", "vit_base"),
     "cifar_stem": ("auto", "true", "false"),
     "optimizer": ("lars", "sgd", "adamw", "lamb"),
     "lr_scaling": ("linear", "sqrt", "none"),
@@ -41,8 +41,10 @@ class TrainConfig:
     test_split: str = _field("test", "Test split: reported once by tfssl-eval, never used for selection.")
     val_fraction: float = _field(0.1, "Fraction of train carved out as validation when there is none.")
     image_size: int = _field(32, "Side of the square training crops, in pixels.")
-    encoder: str = _field("resnet18", "Backbone architecture (ResNet v1.5).")
-    width_multiplier: float = _field(1.0, "Channel width multiplier of the encoder.")
+    encoder: str = _field("resnet18", "Backbone architecture (ResNet v1.5, or a ViT as trained by MoCo v3).")
+    width_multiplier: float = _field(1.0, "Channel width multiplier of a ResNet encoder (1.0 for a ViT).")
+    patch_size: int = _field(16, "ViT patch side in pixels; must divide --image_size (ResNets ignore it).")
+    freeze_patch_embed: bool = _field(False, "ViT: keep the random patch projection fixed (MoCo v3 sec. 4.2).")
     cifar_stem: str = _field("auto", "3x3 stride-1 stem without max-pool; auto = on for images <= 32 px.")
     sync_bn: bool = _field(False, "Synchronise batch-norm statistics across replicas.")
     batch_size: int = _field(256, "Global batch size (images per step over all replicas).")
@@ -91,7 +93,7 @@ class TrainConfig:
     log_every: int = _field(50, "Write TensorBoard scalars and a metrics.csv row every N steps.")
 
     # Fields that define the network: a resumed run must not change them.
-    ARCHITECTURE_FIELDS = ("method", "encoder", "width_multiplier", "cifar_stem", "image_size",
+    ARCHITECTURE_FIELDS = ("method", "encoder", "width_multiplier", "cifar_stem", "image_size", "patch_size",
                            "proj_layers", "proj_dim", "proj_hidden_dim", "pred_hidden_dim", "moco_queue_size",
                            "instdis_head_bn")
 
@@ -118,6 +120,13 @@ class TrainConfig:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"--{name} must be > 0, got {value}")
+        if self.encoder.startswith("vit_"):
+            from tfssl.encoders.vit import check_vit_args
+
+            check_vit_args(self.encoder, self.image_size, self.patch_size)
+            if self.width_multiplier != 1.0:
+                raise ValueError(f"--width_multiplier={self.width_multiplier} applies to ResNets only; use 1.0 "
+                                 f"with --encoder={self.encoder}")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.color_jitter_strength < 0:
             raise ValueError("--weight_decay, --warmup_epochs and --color_jitter_strength must be >= 0")
         if self.proj_hidden_dim < 0 or self.pred_hidden_dim < 0:

@@ -1,20 +1,59 @@
-"""Backbone encoders: images [B, S, S, C] -> pooled features [B, D] (ResNet v1.5 family)."""
+"""Backbone encoders: images [B, S, S, C] -> pooled features [B, D] (ResNet v1.5 family, ViT)."""
 
 from tfssl.encoders.resnet import (
-    ENCODERS,
     ENDPOINTS,
     RESNET_SPECS,
-    build_encoder,
     encoder_output_dim,
     endpoint_model,
     scaled_channels,
 )
+from tfssl.encoders import resnet as _resnet
+from tfssl.encoders.vit import VIT_SPECS, build_vit
+
+ENCODERS = tuple(RESNET_SPECS) + tuple(VIT_SPECS)
+
+
+def build_encoder(
+    name: str,
+    image_size: int,
+    channels: int = 3,
+    width_multiplier: float = 1.0,
+    cifar_stem: bool | None = None,
+    sync_bn: bool = False,
+    zero_init_residual: bool = False,
+    name_prefix: str = "encoder",
+    patch_size: int = 16,
+    freeze_patch_embed: bool = False,
+):
+    """Builds the encoder called `name` (see `ENCODERS`): images -> float32 features [B, D].
+
+    ResNets take `width_multiplier`, `cifar_stem`, `sync_bn` and `zero_init_residual` (see
+    `tfssl.encoders.resnet.build_encoder`); ViTs take `patch_size` and `freeze_patch_embed` (see
+    `tfssl.encoders.vit.build_vit`) and refuse a width multiplier other than 1.
+
+    Raises:
+        ValueError: one line naming the bad argument and what would be right.
+    """
+    if name in VIT_SPECS:
+        if width_multiplier != 1.0:
+            raise ValueError(f"--width_multiplier={width_multiplier} applies to ResNets only; a ViT's width comes "
+                             f"from its name ({', '.join(VIT_SPECS)}): use 1.0")
+        return build_vit(name, image_size, channels=channels, patch_size=patch_size,
+                         freeze_patch_embed=freeze_patch_embed, name_prefix=name_prefix)
+    if name not in RESNET_SPECS:
+        raise ValueError(f"Unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}.")
+    return _resnet.build_encoder(name, image_size, channels=channels, width_multiplier=width_multiplier,
+                                 cifar_stem=cifar_stem, sync_bn=sync_bn, zero_init_residual=zero_init_residual,
+                                 name_prefix=name_prefix)
+
 
 __all__ = [
     "ENCODERS",
     "ENDPOINTS",
     "RESNET_SPECS",
+    "VIT_SPECS",
     "build_encoder",
+    "build_vit",
     "encoder_output_dim",
     "endpoint_model",
     "scaled_channels",

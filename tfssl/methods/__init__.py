@@ -24,7 +24,8 @@ def build_encoder_from_config(config, channels=3):
 
     return build_encoder(config.encoder, image_size=config.image_size, channels=channels,
                          width_multiplier=config.width_multiplier, cifar_stem=config.resolved_cifar_stem(),
-                         sync_bn=config.sync_bn)
+                         sync_bn=config.sync_bn, patch_size=config.patch_size,
+                         freeze_patch_embed=config.freeze_patch_embed)
 
 
 def build_augment(config):

@@ -7,7 +7,8 @@ Chen, Xie, He, "An Empirical Study of Training Self-Supervised Vision Transforme
 The keys are gathered from all replicas (every other image of the global batch is a negative); the
 momentum rises from its base (0.99 for ResNet-50) to 1 on a cosine, as in BYOL; batch norm is sync BN
 in the paper's ResNet setting (`--sync_bn`). Views: BYOL's asymmetric recipe, which the paper adopts.
-ResNet backbone only; the paper's ViT variant is not implemented.
+Backbones: ResNets, or the paper's ViT (`--encoder=vit_small --patch_size=16 --freeze_patch_embed`, see
+`tfssl/encoders/vit.py` and flags/moco_v3_vit_imagenet.flags), whose projector has 3 layers instead of 2.
 """
 import keras
 import tensorflow as tf
@@ -18,11 +19,12 @@ from tfssl.methods.byol import BYOL
 
 @keras.saving.register_keras_serializable(package="tfssl")
 class MoCoV3(BYOL):
-    """MoCo v3 (ResNet).
+    """MoCo v3 (ResNet or ViT backbone).
 
     Args:
       encoder: backbone, images -> `[B, D]`.
-      projector: online projector (paper: 3 layers, 4096 hidden, 256 out, BN on every layer).
+      projector: online projector (paper: 2 layers for ResNet, 3 for ViT; 4096 hidden, 256 out, BN on every
+        layer).
       predictor: online predictor (paper: 2 layers, 4096 hidden, no BN on the output).
       temperature: tau of the contrastive loss (1.0 for ResNet-50 in the paper's code, 0.2 for ViT).
       tau_base: momentum at step 0 (0.99), rising to 1 over `total_steps` on a cosine.
