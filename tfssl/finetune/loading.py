@@ -81,6 +81,7 @@ def _load_export_encoder(path):
 
 def _register_tfssl_objects():
     """Imports the modules whose classes .keras files refer to (registration happens at import)."""
+    import tfssl.encoders  # noqa: F401  (ViT layers)
     import tfssl.heads  # noqa: F401
     import tfssl.methods  # noqa: F401
     import tfssl.optim  # noqa: F401
