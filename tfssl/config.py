@@ -123,10 +123,7 @@ class TrainConfig:
         if self.encoder.startswith("vit_"):
             from tfssl.encoders.vit import check_vit_args
 
-            check_vit_args(self.encoder, self.image_size, self.patch_size)
-            if self.width_multiplier != 1.0:
-                raise ValueError(f"--width_multiplier={self.width_multiplier} applies to ResNets only; use 1.0 "
-                                 f"with --encoder={self.encoder}")
+            check_vit_args(self.encoder, self.image_size, self.patch_size, self.width_multiplier)
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.color_jitter_strength < 0:
             raise ValueError("--weight_decay, --warmup_epochs and --color_jitter_strength must be >= 0")
         if self.proj_hidden_dim < 0 or self.pred_hidden_dim < 0:

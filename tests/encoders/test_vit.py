@@ -26,8 +26,8 @@ def test_sincos_table_closed_form():
         np.testing.assert_allclose(table[patch], want, rtol=1e-6, atol=1e-7)
 
 
-def _param_count(dim, depth, patch, channels, tokens):
-    del tokens  # positions are a constant, not a weight
+def _param_count(dim, depth, patch, channels):
+    """Weights of a ViT; the sin-cos positions are a constant, not a weight."""
     per_block = 2 * (2 * dim) + (dim * 3 * dim + 3 * dim) + (dim * dim + dim) + (dim * 4 * dim + 4 * dim) \
         + (4 * dim * dim + dim)
     return (patch * patch * channels * dim + dim) + dim + depth * per_block + 2 * dim
@@ -38,12 +38,12 @@ def test_named_sizes_and_parameter_counts(name):
     dim, depth, heads = VIT_SPECS[name]
     model = build_encoder(name, image_size=28, channels=3, patch_size=7)
     assert name in ENCODERS and encoder_output_dim(model) == dim
-    assert model.count_params() == _param_count(dim, depth, 7, 3, 17)
+    assert model.count_params() == _param_count(dim, depth, 7, 3)
     assert model.get_layer("block1_attn").num_heads == heads
     # ViT-S/16 at 224 px: 22,050,664 weights in timm's DeiT-S, less its 1000-class head (384 * 1000 + 1000)
     # and learned positions (197 * 384), which a fixed sin-cos table replaces.
     if name == "vit_small":
-        assert _param_count(384, 12, 16, 3, 197) == 22_050_664 - 385_000 - 197 * 384
+        assert _param_count(384, 12, 16, 3) == 22_050_664 - 385_000 - 197 * 384
 
 
 def _layer_norm(x, layer):

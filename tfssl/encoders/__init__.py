@@ -8,7 +8,7 @@ from tfssl.encoders.resnet import (
     scaled_channels,
 )
 from tfssl.encoders import resnet as _resnet
-from tfssl.encoders.vit import VIT_SPECS, build_vit
+from tfssl.encoders.vit import VIT_SPECS, build_vit, check_vit_args
 
 ENCODERS = tuple(RESNET_SPECS) + tuple(VIT_SPECS)
 
@@ -35,9 +35,7 @@ def build_encoder(
         ValueError: one line naming the bad argument and what would be right.
     """
     if name in VIT_SPECS:
-        if width_multiplier != 1.0:
-            raise ValueError(f"--width_multiplier={width_multiplier} applies to ResNets only; a ViT's width comes "
-                             f"from its name ({', '.join(VIT_SPECS)}): use 1.0")
+        check_vit_args(name, image_size, patch_size, width_multiplier)
         return build_vit(name, image_size, channels=channels, patch_size=patch_size,
                          freeze_patch_embed=freeze_patch_embed, name_prefix=name_prefix)
     if name not in RESNET_SPECS:

@@ -65,9 +65,6 @@ class ClassTokenPositions(layers.Layer):
     Input [B, G, G, D]; output [B, 1 + G*G, D]. The class token's position embedding is zero.
     """
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-
     def build(self, input_shape):
         grid, grid_w, dim = input_shape[1], input_shape[2], input_shape[3]
         if grid != grid_w:
@@ -153,13 +150,17 @@ def _block(x, index: int, num_heads: int):
     return layers.Add(name=prefix)([x, h])
 
 
-def check_vit_args(name, image_size, patch_size):
-    """Raises a one-line ValueError for an unknown ViT name or an image not tiled by the patches."""
+def check_vit_args(name, image_size, patch_size, width_multiplier=1.0):
+    """Raises a one-line ValueError for an unknown ViT name, an image not tiled by the patches, or a
+    ResNet width multiplier other than 1 (a ViT's width comes from its name)."""
     if name not in VIT_SPECS:
         raise ValueError(f"Unknown ViT {name!r}; choose one of {', '.join(VIT_SPECS)}.")
     if patch_size <= 0 or image_size <= 0 or image_size % patch_size:
         raise ValueError(f"--image_size={image_size} must be a positive multiple of --patch_size={patch_size} "
                          f"for a ViT (e.g. 28 px with patch 4 or 7, 224 px with patch 16)")
+    if width_multiplier != 1.0:
+        raise ValueError(f"--width_multiplier={width_multiplier} applies to ResNets only; use 1.0 with "
+                         f"--encoder={name} (a ViT's width comes from its name)")
 
 
 def build_vit(
