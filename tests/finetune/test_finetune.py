@@ -1,4 +1,5 @@
 """Fine-tuning: freezing is honoured, outputs are consistent, an informative encoder beats random init."""
+import dataclasses
 import json
 import os
 
@@ -8,6 +9,7 @@ import pytest
 
 from tfssl.finetune import (FineTuneConfig, build_classifier, fine_tune, freeze_up_to, load_encoder,
                             parse_fine_tune_after_block)
+from tfssl.finetune.train import resolve_features
 
 
 def stage_of(name):
@@ -105,6 +107,18 @@ def test_random_init_without_encoder_uses_the_named_architecture(tiny, tmp_path)
         fine_tune(config, verbose=0)
 
 
+def test_random_init_vit_takes_its_patch_size(tmp_path):
+    config = FineTuneConfig(random_init=True, encoder_name="vit_tiny", patch_size=4, image_size=16,
+                            output_dir=str(tmp_path))
+    features, source = resolve_features(config)
+    # ViT-Ti: width 192; a 4-px patch projection of RGB; (16/4)^2 patches + the class token.
+    assert features.get_layer("patch_embed").kernel.shape == (4, 4, 3, 192)
+    assert features.get_layer("tokens").output.shape[1:] == (17, 192)
+    assert source["patch_size"] == 4 and source["feature_dim"] == 192 and source["image_size"] == 16
+    with pytest.raises(ValueError, match="multiple of --patch_size=5"):
+        resolve_features(dataclasses.replace(config, patch_size=5))
+
+
 @pytest.mark.parametrize("changes, message", [
     (dict(val_split="test[:100]"), "must not come from the test split"),
     (dict(label_fraction=0.0), "label_fraction"),
@@ -112,6 +126,7 @@ def test_random_init_without_encoder_uses_the_named_architecture(tiny, tmp_path)
     (dict(output_dir=""), "--output_dir is required"),
     (dict(random_init=False), "pass --encoder="),
     (dict(train_split="training"), "training"),
+    (dict(patch_size=0), "--patch_size must be > 0"),
 ])
 def test_config_errors_are_one_line(changes, message, tmp_path):
     base = dict(random_init=True, output_dir=str(tmp_path))

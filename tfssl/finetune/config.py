@@ -22,7 +22,8 @@ class FineTuneConfig:
     random_init: bool = _field(False, "Start from random weights: the --encoder architecture re-initialised, or "
                                       "--encoder_name/--width_multiplier when no --encoder is given.")
     encoder_name: str = _field("resnet18", "Architecture for --random_init without --encoder.")
-    width_multiplier: float = _field(1.0, "Width for --random_init without --encoder.")
+    width_multiplier: float = _field(1.0, "Width for --random_init without --encoder (ResNets only).")
+    patch_size: int = _field(16, "ViT patch side for --random_init --encoder_name=vit_* without --encoder.")
     image_size: int = _field(0, "Input side; 0 = the encoder's own (the teacher's, or 32, for --random_init "
                                 "without --encoder).")
     dataset: str = _field("fashion_mnist", "fashion_mnist, image_folder (root in --data_dir) or a TFDS name.")
@@ -80,6 +81,8 @@ class FineTuneConfig:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"--{name} must be > 0, got {value}")
+        if self.patch_size <= 0:
+            raise ValueError(f"--patch_size must be > 0, got {self.patch_size}")
         if self.image_size < 0:
             raise ValueError(f"--image_size must be >= 0 (0 = the encoder's own), got {self.image_size}")
         if self.head_layers < -1:

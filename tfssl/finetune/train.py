@@ -83,8 +83,10 @@ def resolve_features(config, default_image_size=None):
         size = config.image_size or default_image_size or 32
         keras.utils.set_random_seed(config.seed + 1)
         features = build_encoder(config.encoder_name, image_size=size, channels=3,
-                                 width_multiplier=config.width_multiplier)
+                                 width_multiplier=config.width_multiplier, patch_size=config.patch_size)
         source.update(kind="random", encoder_name=config.encoder_name, width_multiplier=config.width_multiplier)
+        if config.encoder_name.startswith("vit"):
+            source["patch_size"] = config.patch_size
     source.update(image_size=input_size(features), feature_dim=int(features.output.shape[-1]))
     return features, source
 
