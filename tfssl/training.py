@@ -260,8 +260,13 @@ def pretrain(config, verbose=1):
 
 
 def _head_layers_checkpointed(model, checkpoint_names):
-    """False for a checkpoint written before `ProjectionHead` exposed its layers to tf.train.Checkpoint."""
-    heads = [name for name in ("projector", "predictor") if getattr(model, name, None) is not None]
+    """False for a checkpoint written before `ProjectionHead` exposed its layers to tf.train.Checkpoint.
+
+    Only a head with non-trainable weights (BN moving statistics) can tell: the trainable weights of a
+    BN-free head (MoCo's, InstDis's) are saved through the optimizer whichever way it was written.
+    """
+    heads = [name for name in ("projector", "predictor")
+             if getattr(model, name, None) is not None and getattr(model, name).non_trainable_weights]
     return all(any(key.startswith(f"model/{name}/block") for key in checkpoint_names) for name in heads)
 
 
