@@ -55,3 +55,24 @@ def random_views(seed, batch, size, num_classes, noise=0.1):
     view2 = np.clip(view1 + noise * rng.normal(size=view1.shape), 0, 1).astype(np.float32)
     labels = rng.integers(0, num_classes, size=batch)
     return tf.constant(view1), tf.constant(view2), tf.constant(labels, tf.int64)
+
+
+def assert_same_step(replicas, want, initial, name):
+    """Both replicas' values of a mirrored variable agree and equal `want`, the one-device value after the
+    same step from `initial`.
+
+    The runs sum in a different float32 order (seen: 1.8e-5 of the update on a BN beta), so the
+    tolerance is 1e-4 of this variable's update size; a missing cross-replica sum (e.g. unsynchronised
+    BN) moves the step by more than 1e-2 of it, which the tests show separately.
+
+    Args:
+      replicas: the variable's per-replica values (`strategy.experimental_local_results`).
+      want: its value after the one-device step.
+      initial: its value before the step.
+      name: shown on failure.
+    """
+    replicas = [np.asarray(v) for v in replicas]
+    assert len(replicas) == 2, name
+    np.testing.assert_allclose(replicas[1], replicas[0], rtol=1e-6, atol=1e-7, err_msg=name)
+    atol = 1e-4 * np.max(np.abs(np.asarray(want) - initial)) + 1e-7
+    np.testing.assert_allclose(replicas[0], want, rtol=1e-4, atol=atol, err_msg=name)

@@ -16,7 +16,7 @@ from tfssl.augment import SimCLRAugment
 from tfssl.heads import ProjectionHead
 from tfssl.losses import instdis_loss
 from tfssl.methods.instdis import InstDis
-from method_data import one_step, uneven_global_batch
+from method_data import assert_same_step, one_step, uneven_global_batch
 
 SIZE, BATCH, NUM_CLASSES, PROJ_DIM, NUM_EXAMPLES, K = 8, 8, 3, 8, 32, 16
 INDEX = np.array([3, 17, 0, 9, 30, 12, 5, 21], np.int64)
@@ -156,10 +156,6 @@ def test_no_gradient_into_the_bank(tiny_encoder):
     assert all(g is not None and np.any(g.numpy()) for g in grads)
 
 
-def _first_replica(variable, strategy):
-    return np.asarray(strategy.experimental_local_results(variable.value)[0])
-
-
 def test_two_replicas_match_one_device(two_replica_strategy, tiny_encoder):
     strategy = two_replica_strategy
     index = tf.constant(INDEX)
@@ -178,12 +174,7 @@ def test_two_replicas_match_one_device(two_replica_strategy, tiny_encoder):
     single_logs = one_step(single, tf.distribute.get_strategy(), dataset)
 
     for v_dist, v_single, w0 in zip(distributed.weights, single.weights, initial):
-        got, want = _first_replica(v_dist, strategy), v_single.numpy()
-        replicas = strategy.experimental_local_results(v_dist.value)
-        np.testing.assert_allclose(np.asarray(replicas[1]), got, rtol=1e-6, atol=1e-7, err_msg=v_dist.path)
-        # Float32 summation order differs between the runs: allow 1e-5 of this variable's update size.
-        atol = 1e-5 * np.max(np.abs(want - w0)) + 1e-6
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=atol, err_msg=v_dist.path)
+        assert_same_step(strategy.experimental_local_results(v_dist.value), v_single.numpy(), w0, v_dist.path)
     # Both replicas' halves of the batch were written to the bank, and Z is the global-batch estimate.
     moved_rows = np.flatnonzero(np.any(single.bank.read().numpy() != initial[-1], axis=1))
     assert sorted(moved_rows) == sorted(INDEX)

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from tfssl.config import TrainConfig
-from method_data import one_step, uneven_global_batch
+from method_data import assert_same_step, one_step, uneven_global_batch
 from tfssl.training import build_training
 
 SIZE, WIDTH, GLOBAL_BATCH, NUM_CLASSES = 8, 0.125, 8, 3
@@ -57,12 +57,7 @@ def test_two_replicas_match_one_device(method, two_replica_strategy, tiny_encode
 
     compared = 0
     for v_dist, v_single, w0 in zip(distributed.weights, single.weights, initial):
-        got, want = _first_replica(v_dist, strategy), v_single.numpy()
-        replicas = strategy.experimental_local_results(v_dist.value)
-        np.testing.assert_allclose(np.asarray(replicas[1]), got, rtol=1e-6, atol=1e-7, err_msg=v_dist.path)
-        # Float32 summation order differs between the runs: allow 1e-5 of this variable's update size.
-        atol = 1e-5 * np.max(np.abs(want - w0)) + 1e-7
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=atol, err_msg=v_dist.path)
+        assert_same_step(strategy.experimental_local_results(v_dist.value), v_single.numpy(), w0, v_dist.path)
         compared += 1
     assert compared == len(single.weights)
     moved = [np.max(np.abs(v.numpy() - initial_by_id[id(v)])) > 0 for v in single.trainable_variables]
