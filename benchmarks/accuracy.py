@@ -59,7 +59,6 @@ def read_flagfile(path):
 def supervised_baseline(config, epochs, cache_dir):
     """Trains the encoder + linear classifier with labels; returns (encoder, figures)."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from tfssl.augment import SimCLRAugment, center_resize

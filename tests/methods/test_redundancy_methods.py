@@ -6,7 +6,6 @@ a short run that learns, .keras round trip, build_method from a TrainConfig.
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from method_data import fashion_views, random_views
 from tfssl.config import TrainConfig

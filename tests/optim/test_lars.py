@@ -227,10 +227,10 @@ def test_mirrored_strategy_equals_single_device_with_summed_gradient(two_cpu_str
     summed = [[step[0][i] + step[1][i] for i in range(2)] for step in grads]
     want_kernel, want_bias = apply(single, [single_kernel, single_bias], summed)
 
-    for copy in strategy.experimental_local_results(kernel.value):
-        np.testing.assert_allclose(copy.numpy(), want_kernel, rtol=1e-5, atol=1e-6)
-    for copy in strategy.experimental_local_results(bias.value):
-        np.testing.assert_allclose(copy.numpy(), want_bias, rtol=1e-5, atol=1e-6)
+    for replica_value in strategy.experimental_local_results(kernel.value):
+        np.testing.assert_allclose(replica_value.numpy(), want_kernel, rtol=1e-5, atol=1e-6)
+    for replica_value in strategy.experimental_local_results(bias.value):
+        np.testing.assert_allclose(replica_value.numpy(), want_bias, rtol=1e-5, atol=1e-6)
     # The single-device result really is LARS (and differs from per-replica mean or single-replica runs).
     ref, vel = W0, np.zeros_like(W0)
     for g in summed:
