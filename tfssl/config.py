@@ -17,6 +17,8 @@ CHOICES = {
     "strategy": ("default", "mirrored", "multi_worker", "tpu"),
     "mixed_precision": ("none", "mixed_float16", "mixed_bfloat16"),
     "instdis_loss": ("nce", "softmax"),
+    "weight_decay_mode": ("auto", "coupled", "decoupled"),
+    "weight_decay_exclude": ("norm_and_bias", "none"),
 }
 
 
@@ -47,6 +49,8 @@ class TrainConfig:
     freeze_patch_embed: bool = _field(False, "ViT: keep the random patch projection fixed (MoCo v3 sec. 4.2).")
     cifar_stem: str = _field("auto", "3x3 stride-1 stem without max-pool; auto = on for images <= 32 px.")
     sync_bn: bool = _field(False, "Synchronise batch-norm statistics across replicas.")
+    zero_init_residual: bool = _field(False, "ResNet: start the last BN gamma of every residual branch at 0 "
+                                             "(Goyal et al. 2017; the MoCo v3 and SimSiam references).")
     batch_size: int = _field(256, "Global batch size (images per step over all replicas).")
     epochs: int = _field(100, "Pre-training epochs (ignored when --train_steps > 0).")
     train_steps: int = _field(0, "Total optimizer steps; 0 = epochs x steps per epoch.")
@@ -54,7 +58,13 @@ class TrainConfig:
     learning_rate: float = _field(0.3, "Base learning rate, scaled by --lr_scaling.")
     lr_scaling: str = _field("linear", "linear: lr*B/256; sqrt: lr*sqrt(B) (SimCLR); none: lr as given.")
     warmup_epochs: float = _field(10.0, "Linear warm-up length in epochs, then cosine decay to 0.")
-    weight_decay: float = _field(1e-6, "Weight decay (biases and batch-norm parameters excluded).")
+    weight_decay: float = _field(1e-6, "Weight-decay coefficient (see --weight_decay_mode, --weight_decay_exclude).")
+    weight_decay_mode: str = _field("auto", "coupled: wd * w added to the gradient, through the momentum (LARS; "
+                                            "PyTorch SGD, as the MoCo / SimSiam / InstDis references); decoupled: "
+                                            "w -= lr * wd * w (Keras SGD, AdamW, Lamb); auto: coupled for lars, "
+                                            "decoupled otherwise.")
+    weight_decay_exclude: str = _field("norm_and_bias", "norm_and_bias: biases and normalisation parameters are "
+                                                        "not decayed; none: every parameter is (PyTorch references).")
     momentum: float = _field(0.9, "Momentum of lars / sgd.")
     temperature: float = _field(0.5, "Softmax temperature of the contrastive loss.")
     proj_layers: int = _field(2, "Projection-head depth (SimCLR v1: 2, v2: 3).")
@@ -124,6 +134,9 @@ class TrainConfig:
             from tfssl.encoders.vit import check_vit_args
 
             check_vit_args(self.encoder, self.image_size, self.patch_size, self.width_multiplier)
+        from tfssl.optim.factory import resolve_weight_decay
+
+        resolve_weight_decay(self.optimizer, self.weight_decay_mode, self.weight_decay_exclude)
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.color_jitter_strength < 0:
             raise ValueError("--weight_decay, --warmup_epochs and --color_jitter_strength must be >= 0")
         if self.proj_hidden_dim < 0 or self.pred_hidden_dim < 0:
