@@ -69,7 +69,8 @@ def build_training(config, strategy, num_classes, steps_per_epoch, total_steps, 
     with strategy.scope():
         model = build_method(config, num_classes=num_classes, total_steps=total_steps, num_examples=num_examples)
         optimizer = build_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay,
-                                    momentum=config.momentum)
+                                    momentum=config.momentum, weight_decay_mode=config.weight_decay_mode,
+                                    weight_decay_exclude=config.weight_decay_exclude)
         # Under mixed_float16, compile() wraps the optimizer in a LossScaleOptimizer (auto_scale_loss).
         model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
         model.build_optimizers()
@@ -179,6 +180,7 @@ def pretrain(config, verbose=1):
         # Weights and optimizer slots must all be there; the metric means are optional (checkpoints
         # from before they were saved resume with the epoch's running means restarted).
         names = {name for name, _ in tf.train.list_variables(manager.latest_checkpoint)}
+        _check_head_norm_layers(model, manager.latest_checkpoint)
         status = tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(manager.latest_checkpoint)
         if _head_layers_checkpointed(model, names):
             status.assert_existing_objects_matched().expect_partial()  # metric state: restored below
@@ -268,6 +270,40 @@ def _head_layers_checkpointed(model, checkpoint_names):
     heads = [name for name in ("projector", "predictor")
              if getattr(model, name, None) is not None and getattr(model, name).non_trainable_weights]
     return all(any(key.startswith(f"model/{name}/block") for key in checkpoint_names) for name in heads)
+
+
+def _check_head_norm_layers(model, path):
+    """Refuses to resume a checkpoint whose head BN layers hold other parameters than this model's.
+
+    A restore skips checkpoint values the model has no variable for, so a run written when SimSiam's and
+    MoCo v3's last BN still had a learnable scale would resume silently without it. The checkpoint's object
+    graph is read directly: `tf.train.list_variables` names a trainable weight by one of its paths only
+    (often the optimizer's), not by its layer.
+    """
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(tf.train.load_checkpoint(path).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+
+    def children(node, *names):
+        for name in names:
+            node = next((c.node_id for c in graph.nodes[node].children if c.local_name == name), None)
+            if node is None:
+                return set()
+        return {c.local_name for c in graph.nodes[node].children}
+
+    for head_name in ("projector", "predictor"):
+        for i, block in enumerate(getattr(getattr(model, head_name, None), "blocks", ())):
+            for layer in block:
+                if not isinstance(layer, keras.layers.BatchNormalization):
+                    continue
+                saved = children(0, "model", head_name, f"block{i}_{layer.name}")
+                built = {weight.name for weight in layer.weights}
+                if saved and saved != built:
+                    raise ValueError(f"{path} holds {head_name}/{layer.name} parameters {sorted(saved)}, this tfssl "
+                                     f"builds {sorted(built)} (SimSiam / MoCo v3 heads end with a scale-free BN "
+                                     f"since the reference-code fix): evaluate or export that run, but resume "
+                                     f"training in a new --model_dir")
 
 
 def checkpointed_objects(model, metric_state):

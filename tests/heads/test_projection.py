@@ -166,3 +166,40 @@ def test_simclr_v2_head_variable_count():
     shapes = sorted(tuple(w.shape) for w in head.trainable_weights)
     assert shapes == sorted([(dim, dim), (dim, dim), (dim, out), (dim,), (dim,), (dim,), (dim,), (out,)])
     assert sum(int(np.prod(w.shape)) for w in head.trainable_weights) == 2 * dim * dim + dim * out + 4 * dim + out
+
+
+def test_scale_free_last_bn_matches_numpy_in_training_mode():
+    """SimSiam / MoCo v3 (reference BatchNorm1d(affine=False)): the last BN only standardises."""
+    head = ProjectionHead(num_layers=2, output_dim=3, hidden_dim=4, last_bn_scale=False)
+    head.build((None, IN_DIM))
+    assert [w.name for w in head.blocks[-1][1].weights] == ["moving_mean", "moving_variance"]
+    rng = np.random.default_rng(5)
+    k0, k1 = rng.normal(size=(IN_DIM, 4)).astype(np.float32), rng.normal(size=(4, 3)).astype(np.float32)
+    g0, b0 = rng.uniform(0.5, 2, 4).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    head.set_weights([k0, g0, b0, np.zeros(4), np.ones(4), k1, np.zeros(3), np.ones(3)])
+    x = _inputs(batch=8).astype(np.float64)
+
+    def standardise(y):
+        return (y - y.mean(0)) / np.sqrt(y.var(0) + 1e-5)
+
+    a = np.maximum(g0 * standardise(x @ k0) + b0, 0.0)
+    np.testing.assert_allclose(np.asarray(head(x.astype(np.float32), training=True)), standardise(a @ k1),
+                               rtol=1e-4, atol=1e-4)
+    clone = ProjectionHead.from_config(head.get_config())
+    assert clone.last_bn_scale is False
+
+
+def test_predictor_can_end_with_a_parameter_free_bn():
+    """MoCo v3's ViT predictor: Dense -> BN -> ReLU -> Dense (no bias) -> BN without scale or shift."""
+    from tfssl.heads import predictor_head
+
+    head = predictor_head(5, 7, last_bn=True)
+    head.build((None, 5))
+    assert [w.path for w in head.trainable_weights] == [
+        "predictor/dense0/kernel", "predictor/bn0/gamma", "predictor/bn0/beta", "predictor/dense1/kernel"]
+    out = np.asarray(head(_inputs(batch=16, dim=5), training=True))
+    np.testing.assert_allclose(out.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(out.var(0), 1.0, rtol=1e-3)
+    plain = predictor_head(5, 7)
+    plain.build((None, 5))
+    assert plain.trainable_weights[-1].path == "predictor/dense1/bias"

@@ -4,7 +4,9 @@ SimCLR v1 (Chen et al. 2020a) uses 2 layers; SimCLR v2 (Chen et al. 2020b, "Big 
 are Strong Semi-Supervised Learners") uses 3 layers with batch norm and fine-tunes from a middle layer
 of the head, which `keep_layer` selects. BYOL (Grill et al. 2020) ends its projector and predictor with
 a plain Dense (`last_bn=False`); SimSiam (Chen & He 2021) keeps BN on the projector output and uses a
-bottleneck predictor (`predictor_head`).
+bottleneck predictor (`predictor_head`). The last BN never has a shift (a shift of z is irrelevant after
+L2 normalisation); SimCLR's keeps a learnable scale, SimSiam's and MoCo v3's reference code have none
+(`BatchNorm1d(affine=False)`: `last_bn_scale=False`).
 """
 import keras
 
@@ -23,13 +25,15 @@ class ProjectionHead(keras.layers.Layer):
       sync_bn: synchronise batch-norm statistics across replicas.
       last_bn: batch norm after the last Dense too (SimCLR, SimSiam projector); False ends with a
         Dense with bias (BYOL projector and predictor, SimSiam predictor). Only used when use_bn.
+      last_bn_scale: the last BN has a learnable scale gamma (SimCLR); False: no learnable parameter at
+        all (SimSiam, MoCo v3). It never has a shift beta.
 
     Call:
       `head(h, training)` with `h` `[B, D]` returns `z` `[B, output_dim]`.
     """
 
     def __init__(self, num_layers=2, output_dim=128, hidden_dim=None, use_bn=True, keep_layer=0,
-                 sync_bn=False, last_bn=True, **kwargs):
+                 sync_bn=False, last_bn=True, last_bn_scale=True, **kwargs):
         super().__init__(**kwargs)
         if num_layers < 1:
             raise ValueError(f"proj_layers must be >= 1, got {num_layers}")
@@ -44,6 +48,7 @@ class ProjectionHead(keras.layers.Layer):
         self.keep_layer = keep_layer
         self.sync_bn = sync_bn
         self.last_bn = bool(last_bn)
+        self.last_bn_scale = bool(last_bn_scale)
         self.blocks = []
 
     def build(self, input_shape):
@@ -54,7 +59,8 @@ class ProjectionHead(keras.layers.Layer):
             block = [keras.layers.Dense(self.output_dim if last else width, use_bias=not bn, name=f"dense{i}")]
             if bn:
                 # The last BN has no beta: a shift of z is irrelevant after L2 normalisation.
-                block.append(keras.layers.BatchNormalization(center=not last, momentum=0.9, epsilon=1e-5,
+                block.append(keras.layers.BatchNormalization(center=not last, scale=not last or self.last_bn_scale,
+                                                             momentum=0.9, epsilon=1e-5,
                                                              synchronized=self.sync_bn, name=f"bn{i}"))
             if not last:
                 block.append(keras.layers.ReLU(name=f"relu{i}"))
@@ -101,21 +107,23 @@ class ProjectionHead(keras.layers.Layer):
         config = super().get_config()
         config.update(num_layers=self.num_layers, output_dim=self.output_dim, hidden_dim=self.hidden_dim,
                       use_bn=self.use_bn, keep_layer=self.keep_layer, sync_bn=self.sync_bn,
-                      last_bn=self.last_bn)
+                      last_bn=self.last_bn, last_bn_scale=self.last_bn_scale)
         return config
 
 
-def predictor_head(output_dim, hidden_dim, sync_bn=False, name="predictor"):
-    """Prediction MLP q of BYOL / SimSiam: Dense(hidden) -> BN -> ReLU -> Dense(output_dim) with bias.
+def predictor_head(output_dim, hidden_dim, sync_bn=False, name="predictor", last_bn=False):
+    """Prediction MLP q of BYOL / SimSiam / MoCo v3: Dense(hidden) -> BN -> ReLU -> Dense(output_dim).
 
     BYOL: hidden 4096, output 256 (= the projection size); SimSiam: a bottleneck, hidden 512 for
-    output 2048 (Chen & He 2021, sec. 4.1).
+    output 2048 (Chen & He 2021, sec. 4.1). The last Dense has a bias, unless `last_bn` ends the head
+    with a parameter-free BN instead (MoCo v3's ViT predictor, Chen, Xie, He 2021).
 
     Args:
       output_dim: output width; must equal the projection width the prediction is compared with.
       hidden_dim: hidden width, >= 1.
       sync_bn: synchronise batch-norm statistics across replicas.
       name: layer name.
+      last_bn: end with a BN without scale or shift (no bias on the last Dense).
 
     Returns:
       A `ProjectionHead` (so it serialises like one).
@@ -123,4 +131,4 @@ def predictor_head(output_dim, hidden_dim, sync_bn=False, name="predictor"):
     if hidden_dim is None or hidden_dim < 1:
         raise ValueError(f"pred_hidden_dim must be >= 1, got {hidden_dim}")
     return ProjectionHead(num_layers=2, output_dim=output_dim, hidden_dim=hidden_dim, use_bn=True,
-                          sync_bn=sync_bn, last_bn=False, name=name)
+                          sync_bn=sync_bn, last_bn=last_bn, last_bn_scale=False, name=name)

@@ -24,7 +24,8 @@ def build_encoder_from_config(config, channels=3):
 
     return build_encoder(config.encoder, image_size=config.image_size, channels=channels,
                          width_multiplier=config.width_multiplier, cifar_stem=config.resolved_cifar_stem(),
-                         sync_bn=config.sync_bn, patch_size=config.patch_size,
+                         sync_bn=config.sync_bn, zero_init_residual=config.zero_init_residual,
+                         patch_size=config.patch_size,
                          freeze_patch_embed=config.freeze_patch_embed)
 
 
@@ -62,9 +63,12 @@ def _siamese_heads(config, feature_dim):
         pred_hidden = max(1, config.proj_dim // 4)  # SimSiam's bottleneck: 2048 -> 512 -> 2048
     else:
         pred_hidden = proj_hidden  # BYOL: predictor as wide as the projector's hidden layer
-    # BYOL ends its projector with a plain Dense; SimSiam and MoCo v3 keep BN on the projection (papers).
+    # BYOL ends its projector with a plain Dense; SimSiam and MoCo v3 end it with a BN without scale or
+    # shift (reference code: BatchNorm1d(affine=False)), and MoCo v3's ViT predictor ends with one too.
+    last_bn = config.method in ("simsiam", "moco_v3")
     return default_heads(feature_dim, config.proj_layers, config.proj_dim, proj_hidden, pred_hidden,
-                         last_bn=config.method in ("simsiam", "moco_v3"), sync_bn=config.sync_bn)
+                         last_bn=last_bn, sync_bn=config.sync_bn,
+                         pred_last_bn=config.method == "moco_v3" and config.encoder.startswith("vit_"))
 
 
 def build_method(config, num_classes=None, total_steps=None, num_examples=None):

@@ -66,7 +66,8 @@ class SiameseMethod(SSLMethod):
         return config
 
 
-def default_heads(feature_dim, proj_layers, proj_dim, proj_hidden_dim, pred_hidden_dim, last_bn, sync_bn=False):
+def default_heads(feature_dim, proj_layers, proj_dim, proj_hidden_dim, pred_hidden_dim, last_bn, sync_bn=False,
+                  pred_last_bn=False):
     """Projector and predictor of a `SiameseMethod`, sized like the flags say.
 
     Args:
@@ -75,13 +76,15 @@ def default_heads(feature_dim, proj_layers, proj_dim, proj_hidden_dim, pred_hidd
       proj_dim: projection width d (BYOL 256, SimSiam 2048).
       proj_hidden_dim: projector hidden width (BYOL 4096, SimSiam 2048); 0 = D.
       pred_hidden_dim: predictor hidden width (BYOL 4096, SimSiam 512).
-      last_bn: batch norm on the projector output (SimSiam yes, BYOL no).
+      last_bn: batch norm on the projector output, without scale or shift (SimSiam and MoCo v3 yes, BYOL
+        no).
       sync_bn: synchronise batch-norm statistics across replicas.
+      pred_last_bn: end the predictor with such a BN too (MoCo v3 with a ViT).
 
     Returns:
       `(projector, predictor)`.
     """
     projector = ProjectionHead(num_layers=proj_layers, output_dim=proj_dim, hidden_dim=proj_hidden_dim or None,
-                               last_bn=last_bn, sync_bn=sync_bn, name="projector")
-    predictor = predictor_head(proj_dim, pred_hidden_dim, sync_bn=sync_bn, name="predictor")
+                               last_bn=last_bn, last_bn_scale=False, sync_bn=sync_bn, name="projector")
+    predictor = predictor_head(proj_dim, pred_hidden_dim, sync_bn=sync_bn, name="predictor", last_bn=pred_last_bn)
     return projector, predictor
