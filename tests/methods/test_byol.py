@@ -1,8 +1,12 @@
-"""BYOL: EMA target against hand arithmetic, no gradient into the target, loss and collapse monitor against
-numpy, a short run that learns, .keras round trip, build_method, and pretrain + exact resume.
+"""BYOL: EMA target against hand arithmetic, no gradient into the target, one SGD step against an independent
+gradient, loss and collapse monitor against numpy, a short run that learns, .keras round trip, build_method.
 
 The numpy references take the model's own forward outputs (computed separately, before the step) and
-redo the normalised-MSE / std arithmetic in float64, so they check the train_step's composition.
+redo the normalised-MSE / std arithmetic in float64, so they check the train_step's composition. The
+independent-update test writes eq. (2) with its own cosine, takes the target projections as constants and
+differentiates through the online sub-networks one view at a time: one real `train_step` with plain SGD
+must move every trainable variable by -lr * that gradient, and gradients with the target left
+differentiable or both views in one batch-norm batch must differ from it (so the check can fail).
 """
 import keras
 import numpy as np
@@ -17,6 +21,7 @@ from tfssl.methods import BYOL, build_method
 from method_data import fashion_views, random_views
 
 SIZE, WIDTH, BATCH, NUM_CLASSES, PROJ_DIM = 8, 0.125, 8, 3, 8
+LR = 0.1
 
 
 def _byol(seed=0, tau_base=0.9, total_steps=4, augment=None, image_size=SIZE, num_classes=NUM_CLASSES,
@@ -139,6 +144,80 @@ def test_step_loss_and_collapse_std_match_numpy():
     np.testing.assert_allclose(float(logs["collapse_std"]), numpy_collapse_std(np.concatenate([z1, z2])),
                                rtol=1e-5)
     assert {"probe_loss", "probe_acc"} <= set(logs)
+
+
+def _byol_reference_gradients(model, view1, view2, labels, target_has_gradient=False, views_together=False):
+    """Gradient of BYOL eq. (2) + the probe's cross-entropy w.r.t. `model.trainable_variables`, written here.
+
+    loss = mean(2 - 2 cos(q(z1), z'2)) + mean(2 - 2 cos(q(z2), z'1)), z'_v the target network's projection of
+    view v (train-mode BN, one view per call) taken as a numpy constant; the probe sees constant view-1
+    features. The two switches build the wrong versions the positive controls need: `target_has_gradient`
+    uses the online projections z_v as targets, differentiably (the same values at step 0, where the target
+    is a copy of the online network); `views_together` puts both views through one batch-norm batch.
+
+    Returns:
+      `(gradients as numpy arrays, BYOL loss, probe loss)`.
+    """
+    def cosine(a, b):
+        return tf.reduce_sum(a * b, axis=1) / (tf.norm(a, axis=1) * tf.norm(b, axis=1))
+
+    def target(view):
+        return tf.constant(model.target_projector(model.target_encoder(view, training=True), training=True).numpy())
+
+    target1, target2 = target(view1), target(view2)
+    variables = model.trainable_variables
+    with tf.GradientTape() as tape:
+        if views_together:
+            h = model.encoder(tf.concat([view1, view2], axis=0), training=True)
+            h1, h2 = h[:BATCH], h[BATCH:]
+        else:
+            h1, h2 = model.encoder(view1, training=True), model.encoder(view2, training=True)
+        z1, z2 = model.projector(h1, training=True), model.projector(h2, training=True)
+        p1, p2 = model.predictor(z1, training=True), model.predictor(z2, training=True)
+        if target_has_gradient:
+            target1, target2 = z1, z2
+        loss = tf.reduce_mean(2.0 - 2.0 * cosine(p1, target2)) + tf.reduce_mean(2.0 - 2.0 * cosine(p2, target1))
+        logits = tf.matmul(tf.constant(h1.numpy()), model.probe.kernel) + model.probe.bias
+        probe_loss = -tf.reduce_mean(tf.gather(tf.nn.log_softmax(logits, axis=1), labels, batch_dims=1))
+        total = loss + probe_loss
+    grads = tape.gradient(total, variables)
+    assert all(g is not None for g in grads), [v.path for v, g in zip(variables, grads) if g is None]
+    return [g.numpy() for g in grads], float(loss), float(probe_loss)
+
+
+def test_train_step_matches_independent_sgd_update(tiny_encoder):
+    keras.utils.set_random_seed(8)
+    model = _byol(seed=8, encoder=tiny_encoder(SIZE))
+    view1, view2, labels = _views(seed=9)
+    weights = model.get_weights()
+    grads, want_loss, want_probe_loss = _byol_reference_gradients(model, view1, view2, labels)
+    controls = {}
+    for name, wrong in (("target_has_gradient", dict(target_has_gradient=True)),
+                        ("views_together", dict(views_together=True))):
+        model.set_weights(weights)  # every reference pass starts from (and leaves nothing in) the pre-step state
+        controls[name] = _byol_reference_gradients(model, view1, view2, labels, **wrong)
+    model.set_weights(weights)
+    variables = model.trainable_variables
+    before = [v.numpy() for v in variables]
+    _sgd(model, LR)
+    logs = model.train_step((view1, view2, labels))
+
+    largest = max(np.max(np.abs(LR * g)) for g in grads)
+    for v, w0, g in zip(variables, before, grads):
+        # The projector's output bias only feeds the predictor's first batch norm, which removes any shift:
+        # its gradient is exactly 0 and both sides hold float32 noise (~1e-8). Such near-zero gradients are
+        # compared at 1e-7 of the largest step instead of at 1e-3 of their own noise.
+        scale = max(np.max(np.abs(LR * g)), 1e-4 * largest)
+        np.testing.assert_allclose(v.numpy() - w0, -LR * g, rtol=1e-3, atol=1e-3 * scale, err_msg=v.path)
+    assert max(np.max(np.abs(v.numpy() - w0)) for v, w0 in zip(variables, before)) > 1e-3
+    np.testing.assert_allclose(float(logs["loss"]), want_loss, rtol=1e-5)
+    np.testing.assert_allclose(float(logs["probe_loss"]), want_probe_loss, rtol=1e-5)
+    # A differentiable target has the same loss at step 0 but another gradient: only the update check sees it.
+    np.testing.assert_allclose(controls["target_has_gradient"][1], want_loss, rtol=1e-5)
+    flat = np.concatenate([g.ravel() for g in grads])
+    for name, (wrong_grads, _, _) in controls.items():
+        gap = np.linalg.norm(flat - np.concatenate([g.ravel() for g in wrong_grads])) / np.linalg.norm(flat)
+        assert gap > 0.05, (name, gap)
 
 
 def test_collapse_std_closed_forms():

@@ -1,6 +1,14 @@
 """MoCo v1/v2 and v3: losses against float64 numpy on the model's own outputs, the key encoder's momentum
 update against hand arithmetic, no gradient into keys, the queue after a step, shuffled BN, 2 replicas = 1
-device, a short run that learns, .keras round trips and the parts build_method picks per version.
+device, one SGD step against an independent gradient, a short run that learns, .keras round trips and the
+parts build_method picks per version.
+
+The independent-update tests write the losses here (MoCo eq. (1) with the queue; MoCo v3's 2 tau-scaled
+symmetric ctr) with their own normalisation and cross-entropy, take the keys as constants of the key /
+momentum networks, and differentiate through the query sub-networks with the batch-norm grouping the
+method uses. One real `train_step` with plain SGD must move every trainable variable by -lr * that
+gradient; wrong variants (other key view, other BN grouping, wrong temperature or 2 tau factor, a
+differentiable key side) give clearly different gradients, so the check can fail.
 
 Tiny conv encoder throughout (tests/methods/conftest.py): what is under test is the method's composition.
 """
@@ -18,6 +26,7 @@ from tfssl.training import build_training
 from method_data import fashion_views, one_step, random_views, uneven_global_batch
 
 SIZE, BATCH, NUM_CLASSES, DIM = 8, 8, 3, 8
+LR = 0.1
 
 
 def _moco(tiny_encoder, queue_size=16, momentum=0.9, temperature=0.2, bn_splits=1, seed=0, image_size=SIZE,
@@ -92,6 +101,112 @@ def test_moco_step_loss_queue_and_momentum_by_hand(tiny_encoder):
     # Top-1 key retrieval among 1 + K candidates, from the same numpy logits.
     logits = np.concatenate([(_l2n(q) * _l2n(k)).sum(1, keepdims=True), _l2n(q) @ _l2n(queue_before).T], 1)
     np.testing.assert_allclose(logs["key_acc"], np.mean(logits.argmax(1) == 0), atol=1e-6)
+
+
+def _tf_l2n(x):
+    return x / tf.norm(x, axis=1, keepdims=True)
+
+
+def _tf_cross_entropy(logits, columns):
+    """Mean over rows of -log softmax(logits)[row, columns[row]], from logsumexp."""
+    picked = tf.gather(logits, columns, batch_dims=1)
+    return tf.reduce_mean(tf.reduce_logsumexp(logits, axis=1) - picked)
+
+
+def _probe_cross_entropy(model, features, labels):
+    """The online probe's loss on constant features (all labels are >= 0 here)."""
+    logits = tf.matmul(tf.constant(features.numpy()), model.probe.kernel) + model.probe.bias
+    return _tf_cross_entropy(logits, labels)
+
+
+def _check_sgd_update(variables, before, grads):
+    """Every variable moved by -LR * its reference gradient; returns the largest step taken."""
+    largest = max(np.max(np.abs(LR * g)) for g in grads)
+    for v, w0, g in zip(variables, before, grads):
+        # A gradient that is exactly 0 in theory (a shift removed by a later batch norm) is float32 noise on
+        # both sides: compare near-zero gradients at 1e-7 of the largest step, not at 1e-3 of their noise.
+        scale = max(np.max(np.abs(LR * g)), 1e-4 * largest)
+        np.testing.assert_allclose(v.numpy() - w0, -LR * g, rtol=1e-3, atol=1e-3 * scale, err_msg=v.path)
+    return max(np.max(np.abs(v.numpy() - w0)) for v, w0 in zip(variables, before))
+
+
+def _gradient_gap(grads, other):
+    """||g - g'|| / ||g|| over all variables together."""
+    flat = np.concatenate([g.ravel() for g in grads])
+    return np.linalg.norm(flat - np.concatenate([g.ravel() for g in other])) / np.linalg.norm(flat)
+
+
+def _moco_reference_gradients(model, view1, view2, labels, query_groups, key_groups, temperature, key_view=2):
+    """Gradient of MoCo eq. (1) + the probe's cross-entropy w.r.t. `model.trainable_variables`, written here.
+
+    Keys: the key network on view `key_view` (2 in MoCo: queries view 1, keys view 2), a numpy constant; with
+    shuffled BN (`key_groups` > 1) the batch goes through it in the groups of the step's permutation, each
+    key returned to its image's row. Queries: the query encoder on `query_groups` consecutive chunks of view
+    1 (the head, without BN, on the whole batch). Logits [q.k, q.queue_1..K] / temperature of unit vectors,
+    label 0.
+
+    Returns:
+      `(gradients as numpy arrays, InfoNCE loss, probe loss)`.
+    """
+    key_images = view2 if key_view == 2 else view1
+    net = lambda x: model.key_projector(model.key_encoder(x, training=True), training=True).numpy()
+    if key_groups == 1:
+        keys = net(key_images)
+    else:  # step 0's permutation, cut into groups in the shuffled order
+        perm = shuffle_permutation(BATCH, tf.constant([model.seed, 0])).numpy()
+        keys = np.zeros((BATCH, DIM), np.float32)
+        for group in np.split(perm, key_groups):
+            keys[group] = net(tf.gather(key_images, group))
+    keys = tf.constant(keys)
+    queue = tf.constant(model.queue.keys.numpy())
+    variables = model.trainable_variables
+    with tf.GradientTape() as tape:
+        chunk = BATCH // query_groups
+        h = tf.concat([model.encoder(view1[i * chunk:(i + 1) * chunk], training=True)
+                       for i in range(query_groups)], axis=0)
+        q = _tf_l2n(model.projector(h, training=True))
+        positive = tf.reduce_sum(q * _tf_l2n(keys), axis=1, keepdims=True)
+        negatives = tf.matmul(q, _tf_l2n(queue), transpose_b=True)
+        logits = tf.concat([positive, negatives], axis=1) / temperature
+        loss = _tf_cross_entropy(logits, tf.zeros([BATCH], tf.int32))
+        probe_loss = _probe_cross_entropy(model, h, labels)
+        total = loss + probe_loss
+    grads = tape.gradient(total, variables)
+    assert all(g is not None for g in grads), [v.path for v, g in zip(variables, grads) if g is None]
+    return [g.numpy() for g in grads], float(loss), float(probe_loss)
+
+
+@pytest.mark.parametrize("version, layers, temperature, bn_splits", [
+    ("v1", 1, 0.07, 1),  # linear head, tau 0.07, BN over the whole (single-device) batch
+    ("v2", 2, 0.2, 2),   # MLP head, tau 0.2, shuffled BN in 2 groups
+], ids=["v1", "v2"])
+def test_moco_train_step_matches_independent_sgd_update(tiny_encoder, version, layers, temperature, bn_splits):
+    model = _moco(tiny_encoder, layers=layers, temperature=temperature, bn_splits=bn_splits, seed=3)
+    view1, view2, labels = random_views(4, BATCH, SIZE, NUM_CLASSES)
+    weights = model.get_weights()
+    reference = dict(query_groups=bn_splits, key_groups=bn_splits, temperature=temperature)
+    grads, want_loss, want_probe_loss = _moco_reference_gradients(model, view1, view2, labels, **reference)
+    controls = {}
+    other_groups = 2 if bn_splits == 1 else 1
+    for name, wrong in (("keys_of_view_1", dict(key_view=1)),
+                        ("other_query_bn_groups", dict(query_groups=other_groups)),
+                        ("other_key_bn_groups", dict(key_groups=other_groups)),
+                        ("other_temperature", dict(temperature=0.2 if temperature == 0.07 else 0.07))):
+        model.set_weights(weights)  # reference passes must leave no BN statistics behind
+        controls[name] = _moco_reference_gradients(model, view1, view2, labels, **{**reference, **wrong})
+    model.set_weights(weights)
+    variables = model.trainable_variables
+    before = [v.numpy() for v in variables]
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=LR, momentum=0.0))
+    logs = model.train_step((view1, view2, labels))
+
+    assert _check_sgd_update(variables, before, grads) > 1e-3
+    np.testing.assert_allclose(float(logs["loss"]), want_loss, rtol=1e-5)
+    np.testing.assert_allclose(float(logs["probe_loss"]), want_probe_loss, rtol=1e-5)
+    for name, (wrong_grads, _, _) in controls.items():
+        gap = _gradient_gap(grads, wrong_grads)
+        assert gap > 0.05, (version, name, gap)
+    # The key network's momentum update and the queue are checked by hand in the test above.
 
 
 def test_queue_wraps_around_over_steps(tiny_encoder):
@@ -183,6 +298,86 @@ def test_moco_v3_loss_against_numpy(tiny_encoder):
     hits = np.concatenate([(_l2n(q1) @ _l2n(k2).T).argmax(1), (_l2n(q2) @ _l2n(k1).T).argmax(1)]) == np.tile(
         np.arange(BATCH), 2)
     np.testing.assert_allclose(logs["key_acc"], hits.mean(), atol=1e-6)
+
+
+def _moco_v3_reference_gradients(model, view1, view2, labels, crossed=True, two_tau=True, keys_have_gradient=False):
+    """Gradient of MoCo v3's loss + the probe's cross-entropy w.r.t. `model.trainable_variables`, written here.
+
+    loss = ctr(q1, k2) + ctr(q2, k1), ctr(q, k) = 2 tau * mean_i CE(row i of q.k^T / tau, column i) on unit
+    vectors; q_v = predictor(projector(encoder(x_v))), one view per call (per-view BN, as BYOL); k_v the
+    momentum network's projection of view v, a numpy constant. Wrong versions for the positive controls:
+    `crossed=False` pairs each query with its own view's keys, `two_tau=False` drops the 2 tau factor,
+    `keys_have_gradient` uses the online projections (the same values at step 0) differentiably.
+
+    Returns:
+      `(gradients as numpy arrays, loss, probe loss)`.
+    """
+    tau = model.temperature
+    momentum_net = lambda x: tf.constant(
+        model.target_projector(model.target_encoder(x, training=True), training=True).numpy())
+    k1, k2 = momentum_net(view1), momentum_net(view2)
+
+    def ctr(q, k):
+        logits = tf.matmul(_tf_l2n(q), _tf_l2n(k), transpose_b=True) / tau
+        return (2.0 * tau if two_tau else 1.0) * _tf_cross_entropy(logits, tf.range(BATCH))
+
+    variables = model.trainable_variables
+    with tf.GradientTape() as tape:
+        h1, h2 = model.encoder(view1, training=True), model.encoder(view2, training=True)
+        z1, z2 = model.projector(h1, training=True), model.projector(h2, training=True)
+        q1, q2 = model.predictor(z1, training=True), model.predictor(z2, training=True)
+        if keys_have_gradient:
+            k1, k2 = z1, z2
+        loss = ctr(q1, k2) + ctr(q2, k1) if crossed else ctr(q1, k1) + ctr(q2, k2)
+        probe_loss = _probe_cross_entropy(model, h1, labels)
+        total = loss + probe_loss
+    grads = tape.gradient(total, variables)
+    assert all(g is not None for g in grads), [v.path for v, g in zip(variables, grads) if g is None]
+    return [g.numpy() for g in grads], float(loss), float(probe_loss)
+
+
+def test_moco_v3_train_step_matches_independent_sgd_update_and_momentum_by_hand(tiny_encoder):
+    tau_base, total_steps = 0.9, 10
+    # Temperature 0.2, not 0.5: at 0.5 the 2 tau factor is 1 and leaving it out could not be seen.
+    model = _moco_v3(tiny_encoder, temperature=0.2, tau_base=tau_base, total_steps=total_steps, seed=5)
+    view1, view2, labels = random_views(6, BATCH, SIZE, NUM_CLASSES)
+    weights = model.get_weights()
+    grads, want_loss, want_probe_loss = _moco_v3_reference_gradients(model, view1, view2, labels)
+    controls = {}
+    for name, wrong in (("same_view_pairs", dict(crossed=False)), ("no_2_tau_factor", dict(two_tau=False)),
+                        ("keys_have_gradient", dict(keys_have_gradient=True))):
+        model.set_weights(weights)  # reference passes must leave no BN statistics behind
+        controls[name] = _moco_v3_reference_gradients(model, view1, view2, labels, **wrong)
+    model.set_weights(weights)
+    variables = model.trainable_variables
+    before = [v.numpy() for v in variables]
+    # (online, momentum) weight pairs of encoder and projector, matched by position; BN moving statistics
+    # (not trainable in the online network) are left to the momentum network's own forward passes.
+    pairs = [(online, target)
+             for online_net, target_net in ((model.encoder, model.target_encoder),
+                                            (model.projector, model.target_projector))
+             for online, target in zip(online_net.weights, target_net.weights) if online.trainable]
+    assert len(pairs) == len(model.encoder.trainable_weights) + len(model.projector.trainable_weights)
+    target_before = [t.numpy().astype(np.float64) for _, t in pairs]
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=LR, momentum=0.0))
+    logs = model.train_step((view1, view2, labels))
+
+    assert _check_sgd_update(variables, before, grads) > 1e-3
+    np.testing.assert_allclose(float(logs["loss"]), want_loss, rtol=1e-5)
+    np.testing.assert_allclose(float(logs["probe_loss"]), want_probe_loss, rtol=1e-5)
+    np.testing.assert_allclose(controls["keys_have_gradient"][1], want_loss, rtol=1e-5)  # same value, other gradient
+    for name, (wrong_grads, _, _) in controls.items():
+        gap = _gradient_gap(grads, wrong_grads)
+        assert gap > 0.05, (name, gap)
+    # Momentum at step 0: 1 - (1 - tau_base) (cos(0) + 1) / 2 = tau_base, applied after the SGD step, so the
+    # momentum network follows the online weights AFTER their update.
+    m = 1 - (1 - tau_base) * (np.cos(np.pi * 0 / total_steps) + 1) / 2
+    moved = 0
+    for (online, target), t0 in zip(pairs, target_before):
+        want = m * t0 + (1 - m) * online.numpy().astype(np.float64)
+        np.testing.assert_allclose(target.numpy(), want, rtol=1e-5, atol=1e-7, err_msg=target.path)
+        moved += np.max(np.abs(target.numpy() - t0)) > 1e-5
+    assert moved > len(pairs) // 2  # at step 0 the momentum copy equals the online weights: only the update moves it
 
 
 def test_moco_v3_closed_form_at_uniform_similarity(tiny_encoder):
