@@ -1,11 +1,20 @@
 """Barlow Twins and VICReg: the step's loss against float64 numpy on the model's own projector outputs,
-a short run that learns, .keras round trip, build_method from a TrainConfig.
+one SGD step against an independent gradient, a short run that learns, .keras round trip, build_method
+from a TrainConfig.
+
+The gradient references (`_tf_barlow`, `_tf_vicreg`) are written here from the papers' formulas in
+TensorFlow, not taken from `tfssl.losses`, and pushed through the model's own encoder and projector
+(one call per view, BN in training mode, as the step does); a step with SGD (no momentum) must move
+every trainable variable by -LR times that gradient.
 
 (The 2-replica == 1-device check of both methods is in test_siamese_distributed.py.)
 """
+import functools
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from method_data import fashion_views, random_views
 from tfssl.config import TrainConfig
@@ -13,6 +22,7 @@ from tfssl.heads import ProjectionHead
 from tfssl.methods import METHODS, BarlowTwins, VICReg, build_method
 
 SIZE, BATCH, NUM_CLASSES, PROJ_DIM = 8, 8, 3, 6
+LR = 0.1
 
 
 def _model(method, tiny_encoder, seed=0, image_size=SIZE, num_classes=NUM_CLASSES, **weights):
@@ -75,9 +85,143 @@ def test_step_loss_matches_numpy(method, tiny_encoder):
         np.testing.assert_allclose(float(logs[name]), value, rtol=1e-4, atol=1e-6, err_msg=name)
     np.testing.assert_allclose(float(logs["collapse_std"]), want_std, rtol=1e-4)
     assert {"probe_loss", "probe_acc"} <= set(logs)
-    # The step moved the projector and encoder (the loss has a gradient there).
-    moved = [not np.array_equal(a, b) for a, b in zip(start, model.get_weights())]
-    assert sum(moved) > len(moved) // 2
+    # How the step moves the weights: test_train_step_matches_independent_sgd_update.
+
+
+def _tf_barlow(z1, z2, lambd, standardise=True):
+    """Barlow Twins eq. (1)-(2) in TF: features standardised over the batch (biased variance, eps 1e-5,
+    as BatchNorm without affine parameters), C = z1n^T z2n / N, sum (1 - C_ii)^2 + lambd sum_{i != j} C_ij^2.
+    `standardise=False` (raw features in C) is a positive control only."""
+    n = tf.cast(tf.shape(z1)[0], tf.float32)
+
+    def standardize(z):
+        if not standardise:
+            return z
+        centred = z - tf.reduce_mean(z, axis=0, keepdims=True)
+        return centred / tf.sqrt(tf.reduce_sum(centred * centred, axis=0, keepdims=True) / n + 1e-5)
+
+    c = tf.einsum("ni,nj->ij", standardize(z1), standardize(z2)) / n
+    diagonal = tf.linalg.diag_part(c)
+    on = tf.reduce_sum((1.0 - diagonal) ** 2)
+    off = tf.reduce_sum(c * c) - tf.reduce_sum(diagonal * diagonal)
+    return on + lambd * off
+
+
+def _tf_vicreg(z1, z2, sim, var, cov):
+    """VICReg eq. (1)-(6) with the authors' code's averaging: MSE invariance; mean over dims of
+    max(0, 1 - sqrt(unbiased var + 1e-4)), averaged over the views; sum_{i != j} Cov_ij^2 / d (unbiased
+    covariance), summed over the views."""
+    n = tf.cast(tf.shape(z1)[0], tf.float32)
+    d = tf.cast(tf.shape(z1)[1], tf.float32)
+    off_mask = 1.0 - tf.eye(int(z1.shape[1]))
+
+    def hinge_and_cov(z):
+        centred = z - tf.reduce_mean(z, axis=0, keepdims=True)
+        m = tf.einsum("ni,nj->ij", centred, centred) / (n - 1.0)
+        std = tf.sqrt(tf.linalg.diag_part(m) + 1e-4)
+        return tf.reduce_mean(tf.maximum(0.0, 1.0 - std)), tf.reduce_sum(m * m * off_mask) / d
+
+    invariance = tf.reduce_mean(tf.reduce_sum((z1 - z2) ** 2, axis=1)) / d
+    v1, c1 = hinge_and_cov(z1)
+    v2, c2 = hinge_and_cov(z2)
+    return sim * invariance + var * (v1 + v2) / 2.0 + cov * (c1 + c2)
+
+
+def _probe_cross_entropy(model, h, labels):
+    """The online probe's mean cross-entropy on constant features (every example here is labelled)."""
+    logits = tf.matmul(tf.stop_gradient(h), model.probe.kernel) + model.probe.bias
+    return -tf.reduce_mean(tf.gather(tf.nn.log_softmax(logits, axis=1), labels, batch_dims=1))
+
+
+def _reference_gradients(model, data, pair_loss, joint=False):
+    """Gradient of pair_loss(z1, z2) + probe cross-entropy w.r.t. every trainable variable, through the
+    model's encoder and projector with one training-mode call per view (BN statistics per view);
+    `joint=True` (both views in one call, BN statistics over 2N) is a positive control only."""
+    view1, view2, labels = data
+    variables = model.trainable_variables
+    with tf.GradientTape() as tape:
+        if joint:
+            h = model.encoder(tf.concat([view1, view2], axis=0), training=True)
+            h1 = h[:BATCH]
+            z1, z2 = tf.split(model.projector(h, training=True), 2, axis=0)
+        else:
+            h1 = model.encoder(view1, training=True)
+            z1 = model.projector(h1, training=True)
+            z2 = model.projector(model.encoder(view2, training=True), training=True)
+        loss = pair_loss(z1, z2)
+        probe_loss = _probe_cross_entropy(model, h1, labels)
+        total = loss + probe_loss
+    grads = tape.gradient(total, variables)
+    assert all(g is not None for g in grads)
+    return variables, [g.numpy() for g in grads], float(loss), float(probe_loss)
+
+
+def _assert_sgd_updates(variables, before, grads):
+    """Each variable moved by -LR * g (rtol 1e-3, atol 1e-3 of its largest step), and something moved.
+
+    Both losses are unchanged by adding a constant to one output feature (Barlow Twins standardises
+    it, VICReg compares z1 - z2 and centres), so the projector's last bias has a zero gradient in exact
+    arithmetic: where the reference gradient is only float32 noise (< 1e-5 of the largest step of any
+    variable), the update must be as small. Returns the paths of those variables.
+    """
+    largest = max(np.max(np.abs(LR * g)) for g in grads)
+    assert largest > 1e-3, largest  # the step did something
+    noise_only = []
+    for v, w0, g in zip(variables, before, grads):
+        update, want = v.numpy() - w0, -LR * g
+        scale = np.max(np.abs(want))
+        if scale < 1e-5 * largest:
+            assert np.max(np.abs(update)) < 1e-5 * largest, v.path
+            noise_only.append(v.path)
+            continue
+        np.testing.assert_allclose(update, want, rtol=1e-3, atol=1e-3 * scale, err_msg=v.path)
+    return noise_only
+
+
+def _relative_gap(grads, other):
+    """Largest relative gap max|g - o| / max|o| over the variables (those with a gradient above noise)."""
+    largest = max(np.max(np.abs(o)) for o in other)
+    return max(np.max(np.abs(g - o)) / np.max(np.abs(o)) for g, o in zip(grads, other)
+               if np.max(np.abs(o)) > 1e-5 * largest)
+
+
+@pytest.mark.parametrize("method", ["barlow_twins", "vicreg"])
+def test_train_step_matches_independent_sgd_update(method, tiny_encoder):
+    """One SGD step (no momentum) moves every trainable variable by -LR * g, g the gradient of the loss
+    written above plus the probe's cross-entropy, through the model's encoder and projector as they
+    were before the step."""
+    if method == "barlow_twins":
+        weights = dict(lambd=0.3)
+        reference = functools.partial(_tf_barlow, lambd=0.3)
+        controls = {"lambda 0": functools.partial(_tf_barlow, lambd=0.0),
+                    "no standardisation": functools.partial(_tf_barlow, lambd=0.3, standardise=False)}
+    else:
+        weights = dict(sim_weight=3.0, var_weight=7.0, cov_weight=2.0)
+        reference = functools.partial(_tf_vicreg, sim=3.0, var=7.0, cov=2.0)
+        controls = {"no covariance": functools.partial(_tf_vicreg, sim=3.0, var=7.0, cov=0.0),
+                    "no variance": functools.partial(_tf_vicreg, sim=3.0, var=0.0, cov=2.0)}
+    model = _model(method, tiny_encoder, seed=5, **weights)
+    data = _views(seed=6)
+    start = model.get_weights()
+    variables, grads, want_loss, want_probe_loss = _reference_gradients(model, data, reference)
+    gaps = {}
+    for name, control in controls.items():
+        model.set_weights(start)
+        gaps[name] = _relative_gap(grads, _reference_gradients(model, data, control)[1])
+    model.set_weights(start)
+    gaps["one encoder call for both views"] = _relative_gap(grads, _reference_gradients(model, data, reference,
+                                                                                          joint=True)[1])
+    model.set_weights(start)  # undo the BN moving-statistics updates of the reference passes
+    before = [v.numpy() for v in variables]
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=LR, momentum=0.0))
+    logs = model.train_step(data)
+
+    np.testing.assert_allclose(float(logs["loss"]), want_loss, rtol=1e-5)
+    np.testing.assert_allclose(float(logs["probe_loss"]), want_probe_loss, rtol=1e-5)
+    assert _assert_sgd_updates(variables, before, grads) == ["projector/dense1/bias"]
+    # A clearly different loss (or BN statistics over both views at once) has a clearly different
+    # gradient (seen: relative gaps 0.5 to 3): the check above can fail.
+    assert min(gaps.values()) > 0.05, gaps
 
 
 @pytest.mark.parametrize("method,learning_rate", [("barlow_twins", 0.01), ("vicreg", 0.002)])
