@@ -111,3 +111,37 @@ def test_every_method_has_a_fashion_mnist_recipe_at_simclr_budget(method):
     assert small.method == method
     assert (small.encoder, small.width_multiplier, small.image_size, small.batch_size, small.epochs) == (
         simclr.encoder, simclr.width_multiplier, simclr.image_size, simclr.batch_size, simclr.epochs)
+
+
+# The reference code's weight decay per paper recipe: (resolved mode, exclusion, zero_init_residual, sync_bn).
+# torch.optim.SGD (MoCo v1/v2, InstDis, SimSiam) couples L2 and decays every parameter; MoCo v3's ViT AdamW
+# decays every parameter; the LARS references spare biases and BN.
+REFERENCE_DECAY = {
+    "moco_v1_imagenet.flags": ("coupled", "none", False, False),
+    "moco_v2_imagenet.flags": ("coupled", "none", False, False),
+    "instdis_imagenet.flags": ("coupled", "none", False, False),
+    "simsiam_cifar10.flags": ("coupled", "none", True, True),
+    "moco_v3_imagenet.flags": ("coupled", "norm_and_bias", True, True),
+    "moco_v3_vit_imagenet.flags": ("decoupled", "none", False, True),
+    "simclr_imagenet.flags": ("coupled", "norm_and_bias", False, True),
+    "byol_imagenet.flags": ("coupled", "norm_and_bias", False, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_DECAY))
+def test_paper_recipes_decay_as_their_reference_code(name):
+    from tfssl.optim import resolve_weight_decay
+
+    config = _load(name)
+    mode = resolve_weight_decay(config.optimizer, config.weight_decay_mode, config.weight_decay_exclude)
+    assert (mode, config.weight_decay_exclude, config.zero_init_residual, config.sync_bn) == REFERENCE_DECAY[name]
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(FLAG_DIR, "*.flags"))))
+def test_every_header_states_its_weight_decay_semantics(path):
+    with open(path) as f:
+        text = f.read()
+    header = " ".join(line for line in text.splitlines() if line.startswith("#"))
+    assert "Weight decay" in header and ("coupled" in header or "decoupled" in header), path
+    # ... and the flags say it explicitly, so a changed default can never change a recipe.
+    assert "--weight_decay_mode=" in text and "--weight_decay_exclude=" in text, path
