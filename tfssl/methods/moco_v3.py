@@ -24,8 +24,9 @@ class MoCoV3(BYOL):
     Args:
       encoder: backbone, images -> `[B, D]`.
       projector: online projector (paper: 2 layers for ResNet, 3 for ViT; 4096 hidden, 256 out, BN on every
-        layer).
-      predictor: online predictor (paper: 2 layers, 4096 hidden, no BN on the output).
+        layer, the last without scale or shift as in the reference code).
+      predictor: online predictor (paper: 2 layers, 4096 hidden; ends with a parameter-free BN for a ViT, with
+        a Dense for a ResNet).
       temperature: tau of the contrastive loss (1.0 for ResNet-50 in the paper's code, 0.2 for ViT).
       tau_base: momentum at step 0 (0.99), rising to 1 over `total_steps` on a cosine.
       total_steps: length of the momentum schedule; None keeps it at tau_base.

@@ -18,7 +18,8 @@ class SimSiam(SiameseMethod):
 
     Args:
       encoder: backbone, images -> `[B, D]`.
-      projector: `ProjectionHead` g with BN on its output (paper: 3 layers of 2048 on ImageNet, 2 on CIFAR).
+      projector: `ProjectionHead` g ending in a BN without scale or shift (reference code:
+        BatchNorm1d(affine=False); paper: 3 layers of 2048 on ImageNet, 2 on CIFAR).
       predictor: bottleneck predictor q (paper: 2048 -> 512 -> 2048, `tfssl.heads.predictor_head`).
       fix_predictor_lr: train the predictor at the schedule's peak rate, constant, while encoder and
         projector follow the schedule (paper sec. 4.4: "fix lr for predictor", used in its ImageNet
