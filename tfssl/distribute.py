@@ -8,8 +8,16 @@ import tensorflow as tf
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
+_STRATEGIES = {}
+
+
 def build_strategy(name="default", tpu_address=""):
-    """Returns the `tf.distribute.Strategy` named by the `--strategy` flag.
+    """Returns the `tf.distribute.Strategy` named by the `--strategy` flag (one per process and name).
+
+    A multi-worker or TPU strategy must exist before anything initialises TensorFlow's context (any op,
+    or a device query): `tfssl-train` creates it first thing after parsing flags; a Python caller
+    calls this (or `tfssl.training.pretrain`) before running TensorFlow code. Later calls with the same
+    arguments return the same strategy, so the CLI's early call and `pretrain`'s share one.
 
     Args:
       name: one of `STRATEGIES`.
@@ -17,20 +25,75 @@ def build_strategy(name="default", tpu_address=""):
 
     Returns:
       A strategy; "default" is the no-op strategy of the current thread.
+
+    Raises:
+      ValueError: one line, for an unknown name, a multi-worker strategy requested too late, a bad
+        TF_CONFIG, or no TPU to connect to.
     """
     if name == "default":
         return tf.distribute.get_strategy()
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    key = (name, tpu_address)
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = _create(name, tpu_address)
+    return _STRATEGIES[key]
+
+
+def _create(name, tpu_address):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         # Cluster layout comes from the TF_CONFIG environment variable, as for every TF multi-worker job.
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as error:
+            if "program startup" not in str(error):
+                raise
+            raise ValueError("--strategy=multi_worker must be created before TensorFlow runs anything in this "
+                             "process: call tfssl.distribute.build_strategy('multi_worker') (or "
+                             "tfssl.training.pretrain) before any TensorFlow op") from None
+        except ValueError as error:  # a malformed TF_CONFIG
+            raise ValueError(f"--strategy=multi_worker: TF_CONFIG is not a valid cluster spec "
+                             f"({_first_line(error)}); see README, Scaling") from None
+    try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    except (ValueError, RuntimeError, tf.errors.OpError) as error:
+        where = f"--tpu_address={tpu_address}" if tpu_address else "this machine (no --tpu_address)"
+        raise ValueError(f"--strategy=tpu found no TPU at {where} ({_first_line(error)}); run on a TPU VM "
+                         f"or pass --tpu_address=NAME") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+def worker_role(strategy):
+    """`(index, count, is_chief)` of this process among the workers of `strategy`.
+
+    One process (every strategy but MultiWorkerMirroredStrategy) is worker 0 of 1, the chief. Under
+    MultiWorkerMirroredStrategy the chief is the task of type "chief", or worker 0 when TF_CONFIG names
+    no chief (TensorFlow's convention).
+
+    Args:
+      strategy: a `tf.distribute.Strategy`.
+
+    Returns:
+      `(int, int, bool)`.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 0, 1, True
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec().as_dict()
+    count = sum(len(spec.get(kind, ())) for kind in ("chief", "worker"))
+    if resolver.task_type in (None, "chief"):
+        return 0, max(count, 1), True
+    index = resolver.task_id + len(spec.get("chief", ()))
+    return index, count, index == 0
 
 
 def replica_id_and_count():

@@ -9,8 +9,10 @@ import json
 import math
 import os
 import resource
+import shutil
 import signal
 import sys
+import tempfile
 import time
 
 import keras
@@ -156,7 +158,22 @@ def pretrain(config, verbose=1):
     strategy = distribute.build_strategy(config.strategy, config.tpu_address)
     config.validate(num_replicas=strategy.num_replicas_in_sync)
     _check_resume_compatible(config)
-    os.makedirs(config.model_dir, exist_ok=True)
+    worker, num_workers, chief = distribute.worker_role(strategy)
+    # Only the chief writes the run directory; every other worker writes its (collective) checkpoint saves
+    # and logs to a private temporary directory, removed at the end (TensorFlow's multi-worker guide), so a
+    # shared --model_dir never sees two writers.
+    work_dir = config.model_dir if chief else tempfile.mkdtemp(prefix=f"tfssl_worker{worker}_")
+    verbose = verbose if chief else 0
+    os.makedirs(work_dir, exist_ok=True)
+    try:
+        return _pretrain(config, strategy, work_dir, verbose)
+    finally:
+        if not chief:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _pretrain(config, strategy, work_dir, verbose):
+    """`pretrain`'s loop; writes checkpoints, logs and timing to `work_dir` (the run directory on the chief)."""
     keras.utils.set_random_seed(config.seed)
     set_precision_policy(config.mixed_precision)
 
@@ -174,41 +191,25 @@ def pretrain(config, verbose=1):
     # exactly what an uninterrupted one would.
     metric_state = [v for metric in model.metrics for v in metric.variables]
     checkpoint = tf.train.Checkpoint(**checkpointed_objects(model, metric_state))
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(config.model_dir, CHECKPOINT_DIR),
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(work_dir, CHECKPOINT_DIR),
                                          max_to_keep=config.keep_checkpoints)
-    if manager.latest_checkpoint:
-        # Weights and optimizer slots must all be there; the metric means are optional (checkpoints
-        # from before they were saved resume with the epoch's running means restarted).
-        names = {name for name, _ in tf.train.list_variables(manager.latest_checkpoint)}
-        _check_head_norm_layers(model, manager.latest_checkpoint)
-        status = tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(manager.latest_checkpoint)
-        if _head_layers_checkpointed(model, names):
-            status.assert_existing_objects_matched().expect_partial()  # metric state: restored below
-        else:
-            # Checkpoints from before heads saved their own layers hold the head's trainable weights (via
-            # the optimizer) but not its batch-norm moving statistics, which only inference mode uses.
-            status.assert_nontrivial_match().expect_partial()
-            logging.warning("%s predates checkpointed head layers: projection-head BN moving statistics "
-                            "restart from their initial values", manager.latest_checkpoint)
-        if any(name.startswith("metric_state/") for name in names):
-            tf.train.Checkpoint(metric_state=metric_state).restore(
-                manager.latest_checkpoint).assert_existing_objects_matched().expect_partial()
-        else:
-            logging.warning("%s has no metric state: this epoch's running means restart from zero",
-                            manager.latest_checkpoint)
+    # Every worker resumes from the chief's newest checkpoint.
+    latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, CHECKPOINT_DIR))
+    if latest:
+        _restore(model, metric_state, latest)
     step = int(model.optimizer.iterations.numpy())
     if verbose and step:
-        print(f"Resuming from {manager.latest_checkpoint} at step {step}/{total_steps}")
-    write_text_atomic(os.path.join(config.model_dir, FLAGS_FILE), config.to_json())
+        print(f"Resuming from {latest} at step {step}/{total_steps}")
+    write_text_atomic(os.path.join(work_dir, FLAGS_FILE), config.to_json())
 
     host_augment = build_augment(config) if config.augment_on == "host" else None
     run_one = _make_step_function(model, strategy, config.jit_compile)
     names = [m.name for m in model.metrics]
-    log = _MetricsLog(config.model_dir, names, step)
+    log = _MetricsLog(work_dir, names, step)
     interactive = sys.stdout.isatty()
     values, start = {}, time.time()
 
-    timing = _Timing(config.model_dir, step)
+    timing = _Timing(work_dir, step)
 
     def save(reason):
         path = manager.save(checkpoint_number=step)
@@ -257,8 +258,30 @@ def pretrain(config, verbose=1):
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
-    return {"step": step, "epoch": num_epochs, "model_dir": config.model_dir,
-            "checkpoint": manager.latest_checkpoint, **values}
+    # The chief saved the same step under the same name in the run directory.
+    saved = os.path.join(config.model_dir, CHECKPOINT_DIR, os.path.basename(manager.latest_checkpoint))
+    return {"step": step, "epoch": num_epochs, "model_dir": config.model_dir, "checkpoint": saved, **values}
+
+
+def _restore(model, metric_state, path):
+    """Restores weights, optimizer slots and step (all required) and the metric means (optional) from `path`."""
+    # Metric means are optional: checkpoints from before they were saved resume with the epoch's running
+    # means restarted.
+    names = {name for name, _ in tf.train.list_variables(path)}
+    _check_head_norm_layers(model, path)
+    status = tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(path)
+    if _head_layers_checkpointed(model, names):
+        status.assert_existing_objects_matched().expect_partial()  # metric state: restored below
+    else:
+        # Checkpoints from before heads saved their own layers hold the head's trainable weights (via
+        # the optimizer) but not its batch-norm moving statistics, which only inference mode uses.
+        status.assert_nontrivial_match().expect_partial()
+        logging.warning("%s predates checkpointed head layers: projection-head BN moving statistics "
+                        "restart from their initial values", path)
+    if any(name.startswith("metric_state/") for name in names):
+        tf.train.Checkpoint(metric_state=metric_state).restore(path).assert_existing_objects_matched().expect_partial()
+    else:
+        logging.warning("%s has no metric state: this epoch's running means restart from zero", path)
 
 
 def _head_layers_checkpointed(model, checkpoint_names):

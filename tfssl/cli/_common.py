@@ -7,10 +7,16 @@ from absl import app, flags, logging
 USER_ERRORS = (ValueError, FileNotFoundError)
 
 
-def run_main(prog, main):
+def run_main(prog, main, startup=None):
     """Runs absl `main`; a `USER_ERRORS` exception prints `prog: error: message` and exits 2.
 
     Set TFSSL_DEBUG=1 to get the full traceback instead.
+
+    Args:
+      prog: program name for error lines.
+      main: absl main function.
+      startup: called (quietly) after flag parsing and before `main`: what must come before anything else
+        touches TensorFlow's context, i.e. creating the distribution strategy. Default: device set-up.
     """
 
     def guarded(argv):
@@ -21,6 +27,9 @@ def run_main(prog, main):
             # Library INFO lines (checkpoint sharding etc.) are noise here; --verbosity=0 brings them back.
             logging.set_verbosity(logging.WARNING)
         try:
+            from tfssl.cli import quietly
+
+            quietly(startup or initialise_devices)
             main(argv)
         except USER_ERRORS as error:
             # Our argument checks say what is wrong in one line; a multi-line message comes from deep
@@ -33,3 +42,10 @@ def run_main(prog, main):
             sys.exit(130)
 
     app.run(guarded)
+
+
+def initialise_devices():
+    import tensorflow as tf
+
+    tf.config.list_logical_devices()  # device initialisation prints the CUDA notices
+

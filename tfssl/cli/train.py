@@ -25,8 +25,19 @@ def main(_):
     print(f"Logs: {config.model_dir}/metrics.csv, TensorBoard: tensorboard --logdir {config.model_dir}/tensorboard")
 
 
+def _create_strategy():
+    """The strategy, before anything initialises TensorFlow (MultiWorkerMirroredStrategy requires it)."""
+    from tfssl.cli._common import initialise_devices
+    from tfssl.distribute import build_strategy
+
+    try:
+        build_strategy(FLAGS.strategy, FLAGS.tpu_address)
+    finally:
+        initialise_devices()  # inside the quiet start-up too, also when the strategy failed
+
+
 def run():
-    run_main("tfssl-train", main)
+    run_main("tfssl-train", main, startup=_create_strategy)
 
 
 if __name__ == "__main__":

@@ -61,4 +61,9 @@ def pretrain_dataset(split, global_batch_size, epoch=0, seed=0, augment=None, sk
             return (images, labels, *extra(index))
 
         ds = ds.map(images_only, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # Under MultiWorkerMirroredStrategy every worker builds the same global batches and keeps its replicas'
+    # slice (DATA sharding, chosen for every source: FILE sharding would give each worker its own files and
+    # so a different order, breaking "the batch of step s is a function of (seed, epoch, batch)").
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
