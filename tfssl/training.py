@@ -130,15 +130,48 @@ class _Timing:
         write_text_atomic(self.path, json.dumps(record, indent=2))
 
 
-def _make_step_function(model, strategy, jit_compile):
+STOP_KEY = "workers_stopping"
+
+
+class Preempted(KeyboardInterrupt):
+    """Raised on every worker at the step after any worker received SIGTERM (its checkpoint is saved)."""
+
+
+def _make_step_function(model, strategy, jit_compile, stop_flag=None):
+    """`run_one(iterator)`: one distributed train step; returns the replica-mean of each metric.
+
+    With `stop_flag` (a local float `tf.Variable`, 1 once this process was asked to stop) the outputs also
+    hold `STOP_KEY`: the flag summed over every replica of every worker, carried by the all-reduce the
+    metrics make anyway, so all workers learn of one worker's SIGTERM at the same step.
+    """
     step = tf.function(model.train_step, jit_compile=True) if jit_compile else model.train_step
+
+    def replica_step(batch):
+        outputs = step(batch)
+        if stop_flag is not None:
+            outputs[STOP_KEY] = tf.identity(stop_flag)
+        return outputs
 
     @tf.function
     def run_one(iterator):
-        outputs = strategy.run(step, args=(next(iterator),))
-        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
+        outputs = strategy.run(replica_step, args=(next(iterator),))
+        return {k: strategy.reduce("SUM" if k == STOP_KEY else "MEAN", v, axis=None) for k, v in outputs.items()}
 
     return run_one
+
+
+def _same_on_every_worker(strategy, value):
+    """True when the integer `value` is the same in every worker process (one all-gather)."""
+    if distribute.worker_role(strategy)[1] == 1:
+        return True
+
+    @tf.function
+    def gather():
+        local = tf.constant([value], tf.int64)
+        return strategy.gather(strategy.run(lambda: tf.identity(local)), axis=0)
+
+    values = gather().numpy()
+    return bool((values == values[0]).all())
 
 
 def pretrain(config, verbose=1):
@@ -153,7 +186,8 @@ def pretrain(config, verbose=1):
         0 = silent.
 
     Returns:
-      dict with `step`, `epoch`, `model_dir`, `checkpoint` and the last logged metric values.
+      dict with `step`, `epoch`, `model_dir`, `checkpoint` (in the chief's run directory), `worker` (this
+      process' index; 0 = the chief), `num_workers` and the last logged metric values.
     """
     strategy = distribute.build_strategy(config.strategy, config.tpu_address)
     config.validate(num_replicas=strategy.num_replicas_in_sync)
@@ -166,7 +200,7 @@ def pretrain(config, verbose=1):
     verbose = verbose if chief else 0
     os.makedirs(work_dir, exist_ok=True)
     try:
-        return _pretrain(config, strategy, work_dir, verbose)
+        return {**_pretrain(config, strategy, work_dir, verbose), "worker": worker, "num_workers": num_workers}
     finally:
         if not chief:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -198,12 +232,17 @@ def _pretrain(config, strategy, work_dir, verbose):
     if latest:
         _restore(model, metric_state, latest)
     step = int(model.optimizer.iterations.numpy())
+    if not _same_on_every_worker(strategy, step):
+        raise ValueError(f"the workers restored different steps (this one: {step}) from "
+                         f"{config.model_dir}/{CHECKPOINT_DIR}: --model_dir must be one directory every worker "
+                         f"sees (a shared file system or a gs:// bucket)")
     if verbose and step:
         print(f"Resuming from {latest} at step {step}/{total_steps}")
     write_text_atomic(os.path.join(work_dir, FLAGS_FILE), config.to_json())
 
     host_augment = build_augment(config) if config.augment_on == "host" else None
-    run_one = _make_step_function(model, strategy, config.jit_compile)
+    stop_flag = tf.Variable(0.0, trainable=False, name="stop_requested")  # local: outside strategy.scope()
+    run_one = _make_step_function(model, strategy, config.jit_compile, stop_flag=stop_flag)
     names = [m.name for m in model.metrics]
     log = _MetricsLog(work_dir, names, step)
     interactive = sys.stdout.isatty()
@@ -217,10 +256,17 @@ def _pretrain(config, strategy, work_dir, verbose):
         logging.info("checkpoint %s (%s)", path, reason)
         return path
 
+    def on_sigterm(*_):
+        # A scheduler's SIGTERM (pre-emption) on any one worker: every worker finishes the step in flight,
+        # learns of it through that step's all-reduce (STOP_KEY), and all save the same step, then exit.
+        # A second SIGTERM does not wait for the step: it interrupts this process at once (and saves).
+        if stop_flag.numpy():
+            raise KeyboardInterrupt
+        stop_flag.assign(1.0)
+
     previous_sigterm = signal.getsignal(signal.SIGTERM)
     if previous_sigterm in (signal.SIG_DFL, None):
-        # A scheduler's SIGTERM (pre-emption) becomes KeyboardInterrupt, so the checkpoint below is written.
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        signal.signal(signal.SIGTERM, on_sigterm)
     try:
         for epoch in range(step // steps_per_epoch, num_epochs):
             done_in_epoch = step - epoch * steps_per_epoch
@@ -240,6 +286,7 @@ def _pretrain(config, strategy, work_dir, verbose):
                 lr = float(schedule(step))
                 outputs = run_one(iterator)
                 step += 1
+                stopping = float(outputs.pop(STOP_KEY))
                 values = {k: float(v) for k, v in outputs.items()}
                 values["learning_rate"] = lr
                 if verbose:
@@ -249,12 +296,15 @@ def _pretrain(config, strategy, work_dir, verbose):
                     if verbose and not interactive:
                         print(f"  step {step}/{total_steps} " +
                               " ".join(f"{k}={v:.4g}" for k, v in values.items()), flush=True)
+                if stopping:
+                    raise Preempted
                 if step % config.checkpoint_every == 0:
                     save("periodic")
             save("end of epoch")
-    except KeyboardInterrupt:
-        path = save("interrupted")
-        print(f"\nInterrupted at step {step}; saved {path}. Re-run the same command to resume.", flush=True)
+    except KeyboardInterrupt as stop:
+        path = save("pre-empted" if isinstance(stop, Preempted) else "interrupted")
+        what = "Stopped by SIGTERM" if isinstance(stop, Preempted) else "Interrupted"
+        print(f"\n{what} at step {step}; saved {path}. Re-run the same command to resume.", flush=True)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)

@@ -64,8 +64,8 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(method, tmp_path, m
 
     make_step = training._make_step_function
 
-    def dying(model, strategy, jit_compile):
-        run_one, calls = make_step(model, strategy, jit_compile), []
+    def dying(model, strategy, jit_compile, **kwargs):
+        run_one, calls = make_step(model, strategy, jit_compile, **kwargs), []
 
         def wrapped(iterator):
             if len(calls) == KILLED_BEFORE_STEP - 1:

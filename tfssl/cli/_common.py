@@ -38,8 +38,9 @@ def run_main(prog, main, startup=None):
                 raise
             print(f"{prog}: error: {error}", file=sys.stderr)
             sys.exit(2)
-        except KeyboardInterrupt:
-            sys.exit(130)
+        except KeyboardInterrupt as stop:
+            # 143 = 128 + SIGTERM: a pre-empted worker saved its checkpoint; 130 = 128 + SIGINT.
+            sys.exit(143 if type(stop).__name__ == "Preempted" else 130)
 
     app.run(guarded)
 

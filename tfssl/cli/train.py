@@ -21,6 +21,10 @@ def main(_):
 
     config = from_flags(FLAGS, TrainConfig)
     result = pretrain(config)
+    if result["worker"]:
+        print(f"Done: step {result['step']} (worker {result['worker']} of {result['num_workers']}; "
+              f"the chief writes {config.model_dir})")
+        return
     print(f"Done: step {result['step']}, checkpoint {result['checkpoint']}")
     print(f"Logs: {config.model_dir}/metrics.csv, TensorBoard: tensorboard --logdir {config.model_dir}/tensorboard")
 
