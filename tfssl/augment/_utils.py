@@ -46,6 +46,16 @@ def fold_seed(seed, salt):
     return tf.random.experimental.stateless_fold_in(as_seed(seed), tf.cast(salt, tf.int64))
 
 
+def compiling_with_xla():
+    """Whether ops are being traced for an XLA compilation (tf.function(jit_compile=True), TPU replicas).
+
+    Ops without an XLA kernel (tf.image.crop_and_resize, tf.dynamic_partition) switch to an equivalent
+    formulation there; elsewhere they keep the faster TF kernels.
+    """
+    enclosing = getattr(tf.__internal__, "get_enclosing_xla_context", None)
+    return enclosing is not None and enclosing() is not None
+
+
 def batch_size(images):
     """Batch size of a [B, ...] tensor: a Python int when static, else a scalar int32 tensor.
 

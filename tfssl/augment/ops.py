@@ -28,6 +28,7 @@ from tfssl.augment.color import (
 )
 from tfssl.augment.spatial import (
     crop_and_resize_boxes,
+    crop_and_resize_by_gathers,
     flip_left_right,
     random_flip_left_right,
     random_resized_crop,
@@ -44,6 +45,7 @@ __all__ = [
     "apply_color_jitter",
     "blur_kernel_size",
     "crop_and_resize_boxes",
+    "crop_and_resize_by_gathers",
     "flip_left_right",
     "gaussian_blur",
     "gaussian_kernels",
