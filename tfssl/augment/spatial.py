@@ -8,6 +8,7 @@ import math
 
 import tensorflow as tf
 
+from tfssl import rng
 from tfssl.augment import _utils
 
 
@@ -44,10 +45,8 @@ def sample_crop_boxes(
     num_candidates = _utils.check_positive_int("num_candidates", num_candidates)
 
     shape = [batch, num_candidates]
-    area = tf.random.stateless_uniform(shape, _utils.fold_seed(seed, 0), area_lo, area_hi)
-    log_ratio = tf.random.stateless_uniform(
-        shape, _utils.fold_seed(seed, 1), math.log(ratio_lo), math.log(ratio_hi)
-    )
+    area = rng.uniform(shape, _utils.fold_seed(seed, 0), area_lo, area_hi)
+    log_ratio = rng.uniform(shape, _utils.fold_seed(seed, 1), math.log(ratio_lo), math.log(ratio_hi))
     ratio = tf.exp(log_ratio)
     # Image aspect W/H: a crop of area a*H*W and aspect r is sqrt(a*H*W*r) px wide, i.e. a
     # fraction sqrt(a*r/image_aspect) of the width (and sqrt(a*image_aspect/r) of the height).
