@@ -3,12 +3,14 @@
 `tf.random.stateless_uniform` is not: compiled with XLA (`jit_compile=True`, TPUs) its float32 draws
 differ from the TF kernel's for the same seed, because the two turn the generator's 32 random bits
 into a float differently (the TF CPU / GPU kernels keep the low 23 bits as the mantissa, XLA the high
-ones), and "auto_select" may pick another generator on another device (ThreeFry on TPUs). A train step
-compiled with `--jit_compile` would then make other views, other MoCo BN shuffles and other jitter
-orders than the same step without it. Here the bits come from Philox, named explicitly, through the
-integer kernels (which XLA and TF compute alike), and are turned into floats in TF's own way, so the
-values are also exactly those of `tf.random.stateless_uniform(..., alg="auto_select")` on CPU and GPU:
-seeds of earlier runs keep their draws.
+ones), and "auto_select" derives other keys under XLA (seen on CPU for seeds made in the graph by
+stateless_fold_in, even for integer draws) and may pick another generator elsewhere (ThreeFry on TPUs).
+A train step compiled with `--jit_compile` would then make other views, other MoCo BN shuffles and
+other jitter orders than the same step without it. Here the bits come from Philox, named explicitly,
+through the integer kernels (which XLA and TF compute alike), and are turned into floats in TF's own way, so
+the values are also exactly those of `tf.random.stateless_uniform(..., alg="auto_select")` on CPU and GPU:
+seeds of earlier runs keep their draws. (Naming Philox costs tracing time: TF then scrambles the seed
+with a few dozen Python-built ops per draw, about 2 s per augmentation view on 2 busy cores.)
 """
 import tensorflow as tf
 

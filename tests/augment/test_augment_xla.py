@@ -56,6 +56,12 @@ def test_uniform_is_the_same_eagerly_in_graphs_and_under_xla(shape):
     np.testing.assert_allclose(compiled, eager, rtol=0, atol=2.4e-7)  # unit * range + min may fuse to an FMA
     stock = tf.function(lambda s: tf.random.stateless_uniform(shape, s, 0.25, 2.0), jit_compile=True)(seed)
     assert np.abs(stock.numpy() - eager).max() > 0.01
+    # Seeds derived in the graph, as the augmentation stages derive theirs (with "auto_select" these differ).
+    def chained(s):
+        return rng.uniform(shape, rng.fold_in(rng.fold_in(s, 5), 1))
+
+    np.testing.assert_allclose(tf.function(chained, jit_compile=True)(seed).numpy(), chained(seed).numpy(),
+                               rtol=0, atol=1e-7)
     fold = tf.function(lambda s: rng.fold_in(s, 5), jit_compile=True)(seed).numpy()
     np.testing.assert_array_equal(fold, rng.fold_in(seed, 5).numpy())
 
