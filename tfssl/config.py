@@ -95,7 +95,7 @@ class TrainConfig:
     strategy: str = _field("default", "tf.distribute strategy.")
     tpu_address: str = _field("", "TPU name or address for --strategy=tpu.")
     mixed_precision: str = _field("none", "Keras dtype policy for compute.")
-    jit_compile: bool = _field(False, "Compile the train step with XLA.")
+    jit_compile: bool = _field(False, "Compile the train step with XLA (with either --augment_on).")
     seed: int = _field(0, "Seed of weights, shuffling and augmentation.")
     checkpoint_every: int = _field(500, "Save a checkpoint every N steps (and at each epoch end).")
     keep_checkpoints: int = _field(3, "How many recent checkpoints to keep.")
@@ -171,9 +171,6 @@ class TrainConfig:
         if not 0 <= self.keep_proj_layer <= self.proj_layers:
             raise ValueError(f"--keep_proj_layer must be in [0, --proj_layers={self.proj_layers}], "
                              f"got {self.keep_proj_layer}")
-        if self.jit_compile and self.augment_on == "device":
-            raise ValueError("--jit_compile needs --augment_on=host: the crop op of device-side augmentation "
-                             "(tf.image.crop_and_resize) has no XLA kernel")
         if self.batch_size % num_replicas:
             raise ValueError(f"--batch_size={self.batch_size} is not divisible by the {num_replicas} replicas "
                              f"of --strategy={self.strategy}; use a multiple of {num_replicas}")

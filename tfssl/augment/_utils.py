@@ -1,13 +1,16 @@
 """Shared helpers for the batched augmentation ops: seeds, per-image draws, argument checks.
 
-Every op in this package draws its random parameters with `tf.random.stateless_*` from a seed
-tensor of shape [2], one parameter per image (never one per batch), so the same code runs
-eagerly, inside `tf.data.Dataset.map`, inside `tf.function` and inside `MirroredStrategy.run`.
+Every op in this package draws its random parameters statelessly (`tfssl.rng`, Philox) from a seed
+tensor of shape [2], one parameter per image (never one per batch), so the same code runs, with the
+same draws, eagerly, inside `tf.data.Dataset.map`, inside `tf.function`, compiled with XLA and inside
+`MirroredStrategy.run`.
 """
 import math
 import numbers
 
 import tensorflow as tf
+
+from tfssl import rng
 
 
 def as_seed(seed):
@@ -43,7 +46,17 @@ def fold_seed(seed, salt):
     Returns:
         int64 tensor of shape [2].
     """
-    return tf.random.experimental.stateless_fold_in(as_seed(seed), tf.cast(salt, tf.int64))
+    return rng.fold_in(as_seed(seed), salt)
+
+
+def compiling_with_xla():
+    """Whether ops are being traced for an XLA compilation (tf.function(jit_compile=True), TPU replicas).
+
+    Ops without an XLA kernel (tf.image.crop_and_resize, tf.dynamic_partition) switch to an equivalent
+    formulation there; elsewhere they keep the faster TF kernels.
+    """
+    enclosing = getattr(tf.__internal__, "get_enclosing_xla_context", None)
+    return enclosing is not None and enclosing() is not None
 
 
 def batch_size(images):
@@ -65,12 +78,12 @@ def image_hw(images):
 
 def uniform_per_image(seed, batch, minval, maxval):
     """One float32 draw per image from U[minval, maxval); shape [B]."""
-    return tf.random.stateless_uniform([batch], seed, minval=minval, maxval=maxval, dtype=tf.float32)
+    return rng.uniform([batch], seed, minval, maxval)
 
 
 def bernoulli_per_image(seed, batch, prob):
     """One boolean draw per image, True with probability `prob` (exactly never/always at 0/1)."""
-    return tf.random.stateless_uniform([batch], seed, dtype=tf.float32) < prob
+    return rng.uniform([batch], seed) < prob
 
 
 def where_per_image(mask, if_true, if_false):

@@ -10,6 +10,7 @@ from tfssl.augment.color import (
     LUMA_WEIGHTS,
     adjust_brightness,
     apply_color_jitter,
+    apply_color_jitter_by_select,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
@@ -28,6 +29,7 @@ from tfssl.augment.color import (
 )
 from tfssl.augment.spatial import (
     crop_and_resize_boxes,
+    crop_and_resize_by_gathers,
     flip_left_right,
     random_flip_left_right,
     random_resized_crop,
@@ -42,8 +44,10 @@ __all__ = [
     "adjust_hue",
     "adjust_saturation",
     "apply_color_jitter",
+    "apply_color_jitter_by_select",
     "blur_kernel_size",
     "crop_and_resize_boxes",
+    "crop_and_resize_by_gathers",
     "flip_left_right",
     "gaussian_blur",
     "gaussian_kernels",

@@ -21,7 +21,8 @@ class SimCLRAugment:
 
     All randomness is stateless and derived from the `seed` passed to `__call__`, so the same
     (images, seed) always gives the same views, in eager mode, `tf.data.Dataset.map` (on batches),
-    `tf.function` (static or unknown batch size) and `MirroredStrategy.run`. Two views of a batch
+    `tf.function` (static or unknown batch size), `tf.function(jit_compile=True)` (XLA, equal up to
+    float32 rounding) and `MirroredStrategy.run`. Two views of a batch
     are two calls with different seeds. Under a strategy with more than one replica, the replica
     id is folded into the seed so that replicas given the same seed still draw different
     parameters for their local images.

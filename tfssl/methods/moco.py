@@ -19,6 +19,7 @@ for MoCo v1/v2 (MoCo v3 has no queue and uses sync BN, as its paper does).
 import keras
 import tensorflow as tf
 
+from tfssl import rng
 from tfssl.distribute import cross_replica_concat, replica_id_and_count
 from tfssl.heads import KeyQueue
 from tfssl.losses import infonce_loss
@@ -27,7 +28,7 @@ from tfssl.methods.base import SSLMethod
 
 def shuffle_permutation(global_size, seed):
     """A random permutation of `range(global_size)`, the same on every replica (stateless in `seed`)."""
-    noise = tf.random.stateless_uniform([global_size], seed=seed)
+    noise = rng.uniform([global_size], seed)
     return tf.argsort(noise, stable=True)
 
 
