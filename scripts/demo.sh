@@ -11,8 +11,12 @@ STEPS=${STEPS:-400}
 export TF_CPP_MIN_LOG_LEVEL=2
 
 echo "[demo] 1/3 pre-training SimCLR (ResNet-18 x0.25, CIFAR stem) for $STEPS steps of 256 images"
+# The flagfile computes in bfloat16; CPUs without bfloat16 instructions emulate it, far slower than float32.
+PRECISION=mixed_bfloat16
+grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null || PRECISION=none
+echo "[demo] compute precision: $PRECISION"
 tfssl-train --flagfile=flags/simclr_fashion_mnist.flags --model_dir="$OUT/run" --train_steps="$STEPS" \
-  --checkpoint_every=100
+  --checkpoint_every=100 --mixed_precision="$PRECISION"
 echo "[demo] 2/3 evaluating: linear probe (l2 chosen on validation) and weighted kNN, test reported once"
 tfssl-eval --model_dir="$OUT/run"
 echo "[demo] 3/3 exporting the encoder"
