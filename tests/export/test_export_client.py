@@ -63,7 +63,9 @@ def check_npz(path, loaded, root):
         expected = expected_outputs(loaded, root, paths)
         assert sorted(expected) == sorted(k for k in data.files if k not in ("paths", "skipped", "skip_reasons"))
         for name, value in expected.items():
-            np.testing.assert_allclose(data[name], value, rtol=1e-6, atol=1e-6)
+            # The client sends batches of 3, the reference one batch: oneDNN picks other float32 kernels per
+            # batch shape (seen on an AVX2 EPYC: 1.4e-6 apart on values ~0.2), hence 1e-5, not 1e-6.
+            np.testing.assert_allclose(data[name], value, rtol=1e-5, atol=1e-5)
 
 
 def test_rest_client_writes_the_saved_models_embeddings(host, loaded, image_folder, tmp_path):
