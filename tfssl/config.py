@@ -171,6 +171,11 @@ class TrainConfig:
         if not 0 <= self.keep_proj_layer <= self.proj_layers:
             raise ValueError(f"--keep_proj_layer must be in [0, --proj_layers={self.proj_layers}], "
                              f"got {self.keep_proj_layer}")
+        if self.jit_compile and num_replicas > 1 and self.strategy != "tpu":
+            raise ValueError(f"--jit_compile cannot run with the {num_replicas} replicas of --strategy={self.strategy}: "
+                             "TensorFlow cannot put their cross-replica collectives inside an XLA-compiled replica "
+                             "step; use --strategy=tpu (which compiles every step) or one replica, or drop "
+                             "--jit_compile")
         if self.batch_size % num_replicas:
             raise ValueError(f"--batch_size={self.batch_size} is not divisible by the {num_replicas} replicas "
                              f"of --strategy={self.strategy}; use a multiple of {num_replicas}")

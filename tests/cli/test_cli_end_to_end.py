@@ -146,3 +146,18 @@ def test_batch_not_divisible_by_replicas():
 
     with pytest.raises(ValueError, match="not divisible by the 2 replicas"):
         TrainConfig(model_dir="x", batch_size=33).validate(num_replicas=2)
+
+
+@pytest.mark.parametrize("strategy, replicas, refused", [
+    ("mirrored", 2, True), ("multi_worker", 2, True), ("multi_worker", 1, False), ("tpu", 8, False),
+])
+def test_jit_compile_with_several_replicas(strategy, replicas, refused):
+    """XLA on one replica's step cannot hold the collectives of a Mirrored / MultiWorker step: refused."""
+    from tfssl.config import TrainConfig
+
+    config = TrainConfig(model_dir="x", batch_size=64, jit_compile=True, strategy=strategy)
+    if refused:
+        with pytest.raises(ValueError, match=f"--jit_compile cannot run with the {replicas} replicas"):
+            config.validate(num_replicas=replicas)
+    else:
+        config.validate(num_replicas=replicas)
