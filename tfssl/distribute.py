@@ -122,3 +122,15 @@ def cross_replica_concat(tensor):
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return tensor
     return ctx.all_gather(tensor, axis=0)
+
+
+def cross_replica_sum(tensor):
+    """Sums `tensor` over all replicas (every replica gets the total); the input itself on one replica.
+
+    For statistics of the global batch that are not differentiated through (Sinkhorn's row sums,
+    DINO's centre): the all-reduce of `ReplicaContext.all_reduce`, in the tensor's own dtype.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return tensor
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, tensor)
