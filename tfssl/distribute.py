@@ -121,7 +121,9 @@ def cross_replica_concat(tensor):
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return tensor
-    return ctx.all_gather(tensor, axis=0)
+    # An identity made here is placed on this replica's device: MultiWorkerMirroredStrategy's gather refuses
+    # a tensor without a device, e.g. an input batch created outside `strategy.run` (MoCo's key shuffle).
+    return ctx.all_gather(tf.identity(tensor), axis=0)
 
 
 def cross_replica_sum(tensor):
