@@ -1,6 +1,8 @@
 """Representation-extraction parts: projection and prediction heads, the key queue, the memory bank."""
+from tfssl.heads.dino_head import DINOHead
 from tfssl.heads.memory_bank import MemoryBank
 from tfssl.heads.projection import ProjectionHead, predictor_head
+from tfssl.heads.prototypes import Prototypes
 from tfssl.heads.queue import KeyQueue
 
-__all__ = ["KeyQueue", "MemoryBank", "ProjectionHead", "predictor_head"]
+__all__ = ["DINOHead", "KeyQueue", "MemoryBank", "ProjectionHead", "Prototypes", "predictor_head"]

@@ -1,5 +1,6 @@
 """Loss functions: pure functions of tensors, each checked against an independent numpy version."""
 from tfssl.losses.byol import negative_cosine_loss, normalized_mse_loss
+from tfssl.losses.dino import dino_loss, teacher_temperature_schedule, update_center
 from tfssl.losses.infonce import (
     InfoNCEOutput,
     check_embedding_pair,
@@ -21,6 +22,7 @@ from tfssl.losses.nt_xent import (
     nt_xent_loss,
 )
 from tfssl.losses.redundancy import barlow_twins_loss, vicreg_loss
+from tfssl.losses.swav import sinkhorn_knopp, swav_loss
 
 __all__ = [
     "INSTDIS_LOSSES",
@@ -32,6 +34,7 @@ __all__ = [
     "check_instdis_loss",
     "check_temperature",
     "contrastive_accuracy_and_entropy",
+    "dino_loss",
     "estimate_nce_normalizer",
     "infonce_loss",
     "instdis_logits",
@@ -39,6 +42,10 @@ __all__ = [
     "negative_cosine_loss",
     "normalized_mse_loss",
     "nt_xent_loss",
+    "sinkhorn_knopp",
+    "swav_loss",
     "symmetric_contrastive_loss",
+    "teacher_temperature_schedule",
+    "update_center",
     "vicreg_loss",
 ]
