@@ -291,8 +291,7 @@ def _pretrain(config, strategy, work_dir, verbose):
                 for metric in model.metrics:
                     metric.reset_state()
             ds = pretrain_dataset(split, config.batch_size, epoch=epoch, seed=config.seed,
-                                  augment=host_augment, skip_batches=done_in_epoch, num_views=model.num_views,
-                                  with_index=model.needs_index)
+                                  augment=host_augment, skip_batches=done_in_epoch, with_index=model.needs_index)
             iterator = iter(strategy.experimental_distribute_dataset(ds))
             if verbose:
                 print(f"Epoch {epoch + 1}/{num_epochs}")

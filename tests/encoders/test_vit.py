@@ -161,7 +161,7 @@ def test_moco_v3_step_keeps_the_frozen_patch_projection(monkeypatch):
     before = {w.path: w.numpy().copy() for w in encoder.weights}
     rng = np.random.default_rng(3)
     views = tuple(tf.constant(rng.uniform(size=(8, 8, 8, 3)), tf.float32) for _ in range(2))
-    logs = model.train_step(views + (tf.zeros([8], tf.int32),))
+    logs = model.train_step({"views": views, "labels": tf.zeros([8], tf.int32)})
     assert np.isfinite(float(logs["loss"]))
     for w in encoder.weights:
         moved = not np.array_equal(w.numpy(), before[w.path])

@@ -74,19 +74,22 @@ def test_two_replicas_equal_one_device(two_replica_strategy, loss_fn):
     w0 = rng.normal(size=(5, 3)).astype(np.float32)
     w_target = rng.normal(size=(5, 3)).astype(np.float32)
 
-    def loss_and_grad(w, a, b):
+    def loss_and_grad(w, a, b, num_replicas):
+        # Local mean; divided once by the replica count (as train_step does) the summed gradients are global.
         with tf.GradientTape() as tape:
             loss = loss_fn(tf.matmul(a, w), tf.matmul(b, w_target))
-        return loss, tape.gradient(loss, w)
+            scaled = loss / num_replicas
+        return loss, tape.gradient(scaled, w)
 
-    ref_loss, ref_grad = loss_and_grad(tf.Variable(w0), x1, x2)
+    ref_loss, ref_grad = loss_and_grad(tf.Variable(w0), x1, x2, 1)
     strategy = two_replica_strategy
     with strategy.scope():
         w = tf.Variable(w0)
     ds = tf.data.Dataset.from_tensor_slices((x1, x2)).batch(6)
     a, b = next(iter(strategy.experimental_distribute_dataset(ds)))
-    loss, grad = strategy.run(tf.function(lambda a, b: loss_and_grad(w, a, b)), args=(a, b))
-    np.testing.assert_allclose(strategy.reduce("SUM", loss, axis=None).numpy(), ref_loss.numpy(), rtol=1e-5)
+    num_replicas = strategy.num_replicas_in_sync
+    loss, grad = strategy.run(tf.function(lambda a, b: loss_and_grad(w, a, b, num_replicas)), args=(a, b))
+    np.testing.assert_allclose(strategy.reduce("MEAN", loss, axis=None).numpy(), ref_loss.numpy(), rtol=1e-5)
     np.testing.assert_allclose(
         strategy.reduce("SUM", grad, axis=None).numpy(), ref_grad.numpy(), rtol=1e-4, atol=1e-6
     )

@@ -143,20 +143,23 @@ def test_bad_shapes():
 
 
 def summed_over_two_replicas(strategy, w0, inputs, loss_fn):
-    """Runs loss_fn(w, *local_batch) on both replicas; returns the SUM of losses and of gradients."""
+    """Runs loss_fn(w, *local_batch) on both replicas; returns the MEAN of the (local-mean) losses and the
+    SUM of the gradients of loss / num_replicas (the one division `SSLMethod.train_step` makes)."""
     with strategy.scope():
         w = tf.Variable(w0)
     global_n = len(inputs[0])
     ds = tf.data.Dataset.from_tensor_slices(inputs).batch(global_n)
     batch = next(iter(strategy.experimental_distribute_dataset(ds)))
+    num_replicas = strategy.num_replicas_in_sync
 
     def step(*local):
         with tf.GradientTape() as tape:
             loss = loss_fn(w, *local)
-        return loss, tape.gradient(loss, w)
+            scaled = loss / num_replicas
+        return loss, tape.gradient(scaled, w)
 
     loss, grad = strategy.run(tf.function(step), args=tuple(batch))
-    return strategy.reduce("SUM", loss, axis=None).numpy(), strategy.reduce("SUM", grad, axis=None).numpy()
+    return strategy.reduce("MEAN", loss, axis=None).numpy(), strategy.reduce("SUM", grad, axis=None).numpy()
 
 
 def single_device(w0, inputs, loss_fn):

@@ -88,22 +88,26 @@ def test_two_replicas_equal_one_device(two_replica_strategy):
     x1, x2 = rng.normal(size=(2, 8, 5)).astype(np.float32)
     w0 = rng.normal(size=(5, 4)).astype(np.float32)
 
-    def loss_and_grad(w, a, b):
+    def loss_and_grad(w, a, b, num_replicas):
+        # The loss is this replica's local mean; train_step divides it once by the replica count, so the
+        # summed gradients of loss / num_replicas are the gradient of the global-batch mean.
         with tf.GradientTape() as tape:
             loss = nt_xent_loss(tf.matmul(a, w), tf.matmul(b, w), 0.2).loss
-        return loss, tape.gradient(loss, w)
+            scaled = loss / num_replicas
+        return loss, tape.gradient(scaled, w)
 
     w_single = tf.Variable(w0)
-    single_loss, single_grad = loss_and_grad(w_single, x1, x2)
+    single_loss, single_grad = loss_and_grad(w_single, x1, x2, 1)
 
     strategy = two_replica_strategy
     with strategy.scope():
         w = tf.Variable(w0)
     ds = tf.data.Dataset.from_tensor_slices((x1, x2)).batch(8)
     a, b = next(iter(strategy.experimental_distribute_dataset(ds)))
-    loss, grad = strategy.run(tf.function(lambda a, b: loss_and_grad(w, a, b)), args=(a, b))
-    total_loss = strategy.reduce("SUM", loss, axis=None)
+    num_replicas = strategy.num_replicas_in_sync
+    loss, grad = strategy.run(tf.function(lambda a, b: loss_and_grad(w, a, b, num_replicas)), args=(a, b))
+    mean_loss = strategy.reduce("MEAN", loss, axis=None)
     total_grad = strategy.reduce("SUM", grad, axis=None)
-    np.testing.assert_allclose(total_loss.numpy(), single_loss.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(mean_loss.numpy(), single_loss.numpy(), rtol=1e-5)
     np.testing.assert_allclose(total_grad.numpy(), single_grad.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(single_loss.numpy(), numpy_nt_xent(x1 @ w0, x2 @ w0, 0.2), rtol=1e-5)

@@ -156,26 +156,31 @@ def test_bad_shapes_and_batch(loss_fn):
     ],
 )
 def test_two_replicas_equal_one_device(two_replica_strategy, loss_fn, numpy_fn):
-    """Statistics over the global batch: each replica returns global / 2, gradients flow through the gather."""
+    """Statistics over the global batch: each replica returns the global value; divided once by the replica
+    count (as train_step does), the gradients summed over replicas (through the gather) are the global one."""
     rng = np.random.default_rng(11)
     x1 = rng.normal(size=(8, 5)).astype(np.float32)
     x2 = (x1 + 0.4 * rng.normal(size=(8, 5))).astype(np.float32)
     w0 = (0.5 * rng.normal(size=(5, 4))).astype(np.float32)
 
-    def loss_and_grad(w, a, b):
+    def loss_and_grad(w, a, b, num_replicas):
         with tf.GradientTape() as tape:
             loss, parts = loss_fn(tf.matmul(a, w), tf.matmul(b, w))
-        return loss, parts, tape.gradient(loss, w)
+            scaled = loss / num_replicas
+        return loss, parts, tape.gradient(scaled, w)
 
-    ref_loss, ref_parts, ref_grad = loss_and_grad(tf.Variable(w0), x1, x2)
+    ref_loss, ref_parts, ref_grad = loss_and_grad(tf.Variable(w0), x1, x2, 1)
     strategy = two_replica_strategy
     with strategy.scope():
         w = tf.Variable(w0)
     ds = tf.data.Dataset.from_tensor_slices((x1, x2)).batch(8)
     a, b = next(iter(strategy.experimental_distribute_dataset(ds)))
-    loss, parts, grad = strategy.run(tf.function(lambda a, b: loss_and_grad(w, a, b)), args=(a, b))
+    num_replicas = strategy.num_replicas_in_sync
+    loss, parts, grad = strategy.run(tf.function(lambda a, b: loss_and_grad(w, a, b, num_replicas)), args=(a, b))
 
-    np.testing.assert_allclose(strategy.reduce("SUM", loss, axis=None).numpy(), ref_loss.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(strategy.reduce("MEAN", loss, axis=None).numpy(), ref_loss.numpy(), rtol=1e-5)
+    for local in strategy.experimental_local_results(loss):
+        np.testing.assert_allclose(local.numpy(), ref_loss.numpy(), rtol=1e-5)
     np.testing.assert_allclose(
         strategy.reduce("SUM", grad, axis=None).numpy(), ref_grad.numpy(), rtol=1e-4, atol=1e-5
     )

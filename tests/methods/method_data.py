@@ -1,10 +1,21 @@
-"""Batches shared by the method tests (host-augmented views, a two-replica global batch, one step)."""
+"""Batches shared by the method tests (host-augmented views, a two-replica global batch, one step).
+
+Batches are the dicts `SSLMethod.train_step` takes: `{"views": (view, ...), "labels": ...}` (+ "index").
+"""
 import numpy as np
 import tensorflow as tf
 
 
+def host_batch(*views, labels, index=None):
+    """The host-augmented batch dict of `views` (one or more `[B, S, S, 3]`), `labels` and optional `index`."""
+    batch = {"views": tuple(views), "labels": labels}
+    if index is not None:
+        batch["index"] = index
+    return batch
+
+
 def fashion_views(image_size, batch):
-    """Endless (view1, view2, labels) batches of 64 fixed Fashion-MNIST images, augmented on the host.
+    """Endless {"views": (view1, view2), "labels"} batches of 64 fixed Fashion-MNIST images, augmented on the host.
 
     Mild views (jitter 0.25, crops of >= 50% area): at 16 px and a few dozen steps the strong ImageNet
     recipe leaves too little signal to see a loss fall.
@@ -20,13 +31,14 @@ def fashion_views(image_size, batch):
 
     def views(index, element):
         x = tf.image.convert_image_dtype(element[0], tf.float32)
-        return augment(x, tf.stack([index, 2 * index])), augment(x, tf.stack([index, 2 * index + 1])), element[1]
+        return host_batch(augment(x, tf.stack([index, 2 * index])), augment(x, tf.stack([index, 2 * index + 1])),
+                          labels=element[1])
 
     return ds.map(views)
 
 
 def uneven_global_batch(global_batch, size, num_classes):
-    """One (view1, view2, labels) batch whose second half is much brighter than the first.
+    """One {"views": (view1, view2), "labels"} batch whose second half is much brighter than the first.
 
     Split over two replicas, per-replica BN statistics then clearly differ from the global ones, so
     a test comparing 2 replicas with one device can tell synchronised BN from unsynchronised.
@@ -36,7 +48,7 @@ def uneven_global_batch(global_batch, size, num_classes):
     view1[global_batch // 2:] = view1[global_batch // 2:] * 3.0 + 0.5
     view2 = (view1 + 0.1 * rng.normal(size=view1.shape)).astype(np.float32)
     labels = rng.integers(0, num_classes, size=global_batch).astype(np.int64)
-    return tf.data.Dataset.from_tensor_slices((view1, view2, labels)).batch(global_batch)
+    return tf.data.Dataset.from_tensor_slices(host_batch(view1, view2, labels=labels)).batch(global_batch)
 
 
 def one_step(model, strategy, dataset):
@@ -49,7 +61,8 @@ def one_step(model, strategy, dataset):
 
 
 def random_views(seed, batch, size, num_classes, noise=0.1):
-    """Fixed `(view1, view2, labels)` tensors: uniform images and a noisy copy clipped to [0, 1]."""
+    """Fixed `(view1, view2, labels)` tensors: uniform images and a noisy copy clipped to [0, 1]
+    (`host_batch(view1, view2, labels=labels)` makes the batch dict of them)."""
     rng = np.random.default_rng(seed)
     view1 = rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
     view2 = np.clip(view1 + noise * rng.normal(size=view1.shape), 0, 1).astype(np.float32)

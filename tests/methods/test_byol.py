@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfssl.augment import ViewPair
+from tfssl.augment import BYOLAugment, ViewRecipe
 from tfssl.config import TrainConfig
 from tfssl.encoders import build_encoder
 from tfssl.heads import ProjectionHead, predictor_head
 from tfssl.methods import BYOL, build_method
-from method_data import fashion_views, random_views
+from method_data import fashion_views, host_batch, random_views
 
 SIZE, WIDTH, BATCH, NUM_CLASSES, PROJ_DIM = 8, 0.125, 8, 3, 8
 LR = 0.1
@@ -38,6 +38,12 @@ def _byol(seed=0, tau_base=0.9, total_steps=4, augment=None, image_size=SIZE, nu
 
 def _views(seed=0, batch=BATCH):
     return random_views(seed, batch, SIZE, NUM_CLASSES)
+
+
+def _batch(seed=0, batch=BATCH):
+    """The host-augmented batch dict of `_views`."""
+    view1, view2, labels = _views(seed, batch)
+    return host_batch(view1, view2, labels=labels)
 
 
 def _sgd(model, lr=0.1):
@@ -78,7 +84,7 @@ def test_ema_update_matches_hand_arithmetic_and_schedule_end_points():
     for step, tau in ((0, 0.9), (1, 1 - 0.1 * (np.cos(np.pi / 4) + 1) / 2)):
         target_before = [t.numpy().astype(np.float64) for _, t in pairs]
         assert int(model.optimizer.iterations.numpy()) == step
-        model.train_step(_views(seed=step))
+        model.train_step(_batch(seed=step))
         for (online, target), before in zip(pairs, target_before):
             want = tau * before + (1 - tau) * online.numpy().astype(np.float64)  # online AFTER its SGD step
             np.testing.assert_allclose(target.numpy(), want, rtol=1e-5, atol=1e-6, err_msg=target.path)
@@ -117,7 +123,7 @@ def test_no_gradient_reaches_the_target():
     _sgd(frozen)
     before = [t.numpy() for _, t in frozen.target_pairs()]
     online_before = [o.numpy() for o, _ in frozen.target_pairs()]
-    frozen.train_step(_views(seed=2))
+    frozen.train_step(_batch(seed=2))
     for (_, target), b in zip(frozen.target_pairs(), before):
         np.testing.assert_array_equal(target.numpy(), b)
     assert any(not np.allclose(o.numpy(), ob) for (o, _), ob in zip(frozen.target_pairs(), online_before))
@@ -125,8 +131,7 @@ def test_no_gradient_reaches_the_target():
 
 def test_step_loss_and_collapse_std_match_numpy():
     model = _byol(seed=3)
-    data = _views(seed=4)
-    view1, view2, _ = data
+    view1, view2, labels = _views(seed=4)
     weights = model.get_weights()
     t1, t2 = model.target_projection(view1).numpy(), model.target_projection(view2).numpy()
     _, z1, p1 = model.online(view1)
@@ -138,7 +143,7 @@ def test_step_loss_and_collapse_std_match_numpy():
 
     want = nmse(p1.numpy(), t2) + nmse(p2.numpy(), t1)
     _sgd(model)
-    logs = model.train_step(data)
+    logs = model.train_step(host_batch(view1, view2, labels=labels))
     np.testing.assert_allclose(float(logs["loss"]), want, rtol=1e-5)
     assert 0.0 < want < 8.0
     np.testing.assert_allclose(float(logs["collapse_std"]), numpy_collapse_std(np.concatenate([z1, z2])),
@@ -200,7 +205,7 @@ def test_train_step_matches_independent_sgd_update(tiny_encoder):
     variables = model.trainable_variables
     before = [v.numpy() for v in variables]
     _sgd(model, LR)
-    logs = model.train_step((view1, view2, labels))
+    logs = model.train_step(host_batch(view1, view2, labels=labels))
 
     largest = max(np.max(np.abs(LR * g)) for g in grads)
     for v, w0, g in zip(variables, before, grads):
@@ -246,16 +251,19 @@ def test_short_fit_lowers_the_loss(tiny_encoder):
 def test_save_and_reload_round_trip(tmp_path):
     from tfssl.augment import byol_views
 
-    model = _byol(seed=5, augment=byol_views(SIZE, color_jitter_strength=0.5), tau_base=0.95, total_steps=7)
+    pair = byol_views(SIZE, color_jitter_strength=0.5)
+    model = _byol(seed=5, augment=pair, tau_base=0.95, total_steps=7)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9))
-    model.train_step(_views(seed=6))  # target and online now differ, optimizer has state
+    model.train_step(_batch(seed=6))  # target and online now differ, optimizer has state
     path = str(tmp_path / "byol.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, BYOL)
     assert (loaded.tau_base, loaded.total_steps) == (0.95, 7)
-    assert isinstance(loaded.augment, ViewPair)
-    assert [r.get_config() for r in loaded.augment.recipes] == [r.get_config() for r in model.augment.recipes]
+    # The pair became a view recipe of one crop group per view, and comes back as one.
+    assert isinstance(loaded.augment, ViewRecipe) and [g.count for g in loaded.augment.groups] == [1, 1]
+    assert [g.recipe.get_config() for g in model.augment.groups] == [r.get_config() for r in pair.recipes]
+    assert [g.recipe.get_config() for g in loaded.augment.groups] == [r.get_config() for r in pair.recipes]
     assert len(loaded.trainable_variables) == len(model.trainable_variables)
     assert not any(v.trainable for v in loaded.target_encoder.weights)
     assert int(loaded.optimizer.iterations.numpy()) == 1
@@ -275,7 +283,8 @@ def test_build_method_and_config_flags():
                          tau_base=0.98, augment_on="device", color_jitter_strength=0.5)
     model = build_method(config, num_classes=10, total_steps=50)
     assert isinstance(model, BYOL) and (model.tau_base, model.total_steps) == (0.98, 50)
-    assert isinstance(model.augment, ViewPair) and model.augment.view(1).solarize_prob == 0.2
+    assert isinstance(model.augment, ViewRecipe) and [g.count for g in model.augment.groups] == [1, 1]
+    assert isinstance(model.augment.recipe_of(1), BYOLAugment) and model.augment.recipe_of(1).solarize_prob == 0.2
     dense = [layer.units for block in model.projector.blocks for layer in block
              if isinstance(layer, keras.layers.Dense)]
     assert dense == [24, 16] and not model.projector.last_bn

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfssl.augment import SimCLRAugment
+from tfssl.augment import SimCLRAugment, batch_seed
 from tfssl.heads import ProjectionHead
 from tfssl.losses import instdis_loss
 from tfssl.methods.instdis import InstDis
-from method_data import assert_same_step, one_step, uneven_global_batch
+from method_data import assert_same_step, host_batch, one_step, uneven_global_batch
 
 SIZE, BATCH, NUM_CLASSES, PROJ_DIM, NUM_EXAMPLES, K = 8, 8, 3, 8, 32, 16
 INDEX = np.array([3, 17, 0, 9, 30, 12, 5, 21], np.int64)
@@ -41,10 +41,17 @@ def _sgd(model, lr=0.1):
 
 
 def _batch(seed, index=INDEX):
+    """`(view, labels, index)` tensors of one host-augmented batch (`_as_batch` makes its dict)."""
     rng = np.random.default_rng(seed)
     view = rng.uniform(size=(len(index), SIZE, SIZE, 3)).astype(np.float32)
     labels = rng.integers(0, NUM_CLASSES, size=len(index))
     return tf.constant(view), tf.constant(labels, tf.int64), tf.constant(index, tf.int64)
+
+
+def _as_batch(data):
+    """The batch dict train_step takes, of a `(view, labels, index)` triple."""
+    view, labels, index = data
+    return host_batch(view, labels=labels, index=index)
 
 
 def _normalize(x):
@@ -93,7 +100,7 @@ def test_steps_match_numpy_and_z_is_frozen(loss, tiny_encoder):
         want, z_est = numpy_loss(f, bank, index.numpy(), negatives, loss, NUM_EXAMPLES, z=z_used)
         for tracker in model.metrics:
             tracker.reset_state()
-        logs = model.train_step(data)
+        logs = model.train_step(_as_batch(data))
         np.testing.assert_allclose(float(logs["loss"]), want, rtol=1e-4)
         np.testing.assert_allclose(float(logs["collapse_std"]), np.mean(np.std(f, axis=0)), rtol=1e-4)
         assert {"probe_loss", "probe_acc"} <= set(logs)
@@ -150,7 +157,7 @@ def test_train_step_matches_independent_sgd_update(objective, warm_up, tiny_enco
     model = _instdis(tiny_encoder(SIZE), loss=objective, seed=2)
     _sgd(model, lr=LR)
     if warm_up:
-        model.train_step(_batch(seed=20, index=np.array([3, 17, 30, 1, 2, 4, 6, 7], np.int64)))
+        model.train_step(_as_batch(_batch(seed=20, index=np.array([3, 17, 30, 1, 2, 4, 6, 7], np.int64))))
         for tracker in model.metrics:
             tracker.reset_state()  # so the logs below are the checked step's alone
     view, labels, index = _batch(seed=21)
@@ -186,7 +193,7 @@ def test_train_step_matches_independent_sgd_update(objective, warm_up, tiny_enco
     np.testing.assert_array_equal(model.bank.read().numpy(), bank.numpy())
     assert float(model.normalizer.numpy()) == stored_z
     before = [v.numpy() for v in variables]
-    logs = model.train_step((view, labels, index))
+    logs = model.train_step(host_batch(view, labels=labels, index=index))
 
     np.testing.assert_allclose(float(logs["loss"]), want_loss, rtol=1e-5)
     np.testing.assert_allclose(float(logs["probe_loss"]), want_probe_loss, rtol=1e-5)
@@ -225,7 +232,7 @@ def test_mixed_bfloat16_keeps_the_bank_math_in_float32(tiny_encoder):
     try:
         model = _instdis(tiny_encoder(SIZE))
         _sgd(model)
-        logs = model.train_step(_batch(seed=9))
+        logs = model.train_step(_as_batch(_batch(seed=9)))
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert model.bank.bank.dtype == "float32" and model.normalizer.dtype == "float32"
@@ -256,7 +263,8 @@ def test_no_gradient_into_the_bank(tiny_encoder):
 def test_two_replicas_match_one_device(two_replica_strategy, tiny_encoder):
     strategy = two_replica_strategy
     index = tf.constant(INDEX)
-    dataset = uneven_global_batch(BATCH, SIZE, NUM_CLASSES).map(lambda view, _, labels: (view, labels, index))
+    dataset = uneven_global_batch(BATCH, SIZE, NUM_CLASSES).map(
+        lambda batch: host_batch(batch["views"][0], labels=batch["labels"], index=index))
     models = []
     for scope_strategy in (strategy, tf.distribute.get_strategy()):
         with scope_strategy.scope():
@@ -287,22 +295,34 @@ def test_device_augmented_batches(tiny_encoder):
     _sgd(model)
     rng = np.random.default_rng(4)
     images = tf.constant(rng.integers(0, 256, size=(BATCH, 12, 12, 1)), tf.uint8)
-    data = (images, tf.constant(rng.integers(0, NUM_CLASSES, BATCH)), tf.constant(INDEX))
-    view, _, index = model.view(data)
+    labels = tf.constant(rng.integers(0, NUM_CLASSES, BATCH))
+
+    def device_batch(batch_index):
+        seed = tf.tile(batch_seed(0, 0, batch_index)[None], [BATCH, 1])
+        return {"images": images, "seed": seed, "labels": labels, "index": tf.constant(INDEX)}
+
+    data = device_batch(0)
+    views = model.views(data)
+    assert len(views) == 1  # one view per image
+    view = views[0]
     assert view.shape == (BATCH, SIZE, SIZE, 3) and view.dtype == tf.float32
-    np.testing.assert_array_equal(model.view(data)[0].numpy(), view.numpy())  # seeded by (seed, step)
+    np.testing.assert_array_equal(model.views(data)[0].numpy(), view.numpy())  # seeded by the batch's seed
     before = model.bank.read().numpy()
     logs = model.train_step(data)
     assert np.isfinite(float(logs["loss"]))
     changed = np.flatnonzero(np.any(model.bank.read().numpy() != before, axis=1))
     assert sorted(changed) == sorted(INDEX)
-    assert not np.array_equal(model.view(data)[0].numpy(), view.numpy())  # step 1 draws new views
+    # The batch's seed, not the step, makes the view: the same batch again gives the same view, the next
+    # batch (another seed) draws new views.
+    np.testing.assert_array_equal(model.views(data)[0].numpy(), view.numpy())
+    assert not np.array_equal(model.views(device_batch(1))[0].numpy(), view.numpy())
     with pytest.raises(ValueError, match="index"):
-        model.train_step(data[:2])
+        model.train_step({name: value for name, value in data.items() if name != "index"})
 
 
 def fashion_indexed_views(image_size, batch):
-    """Endless (view, labels, index) batches of the first 64 Fashion-MNIST train images, mildly augmented."""
+    """Endless {"views": (view,), "labels", "index"} batches of the first 64 Fashion-MNIST train images, mildly
+    augmented."""
     from tfssl.data import load_split
 
     split = load_split("fashion_mnist", "train[:64]")
@@ -312,7 +332,7 @@ def fashion_indexed_views(image_size, batch):
 
     def view(step, element):
         x = tf.image.convert_image_dtype(element[0], tf.float32)
-        return augment(x, tf.stack([step, 2 * step])), element[1], element[2]
+        return host_batch(augment(x, tf.stack([step, 2 * step])), labels=element[1], index=element[2])
 
     return ds.map(view), split.num_examples
 
@@ -346,7 +366,7 @@ def test_save_reload_and_checkpoint_round_trip(tmp_path, tiny_encoder):
     model = _instdis(tiny_encoder(SIZE), loss="nce", temperature=0.1, bank_momentum=0.75,
                      augment=SimCLRAugment(SIZE, color_jitter_strength=0.5))
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9))
-    model.train_step(_batch(seed=5))  # bank, Z and optimizer now hold state
+    model.train_step(_as_batch(_batch(seed=5)))  # bank, Z and optimizer now hold state
     path = str(tmp_path / "instdis.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
@@ -389,7 +409,7 @@ def test_bad_arguments_and_a_model_without_bank(tiny_encoder):
     np.testing.assert_allclose(copy(x).numpy(), model(x).numpy(), atol=1e-6)
     _sgd(model)
     with pytest.raises(ValueError, match="num_examples"):
-        model.train_step(_batch(seed=8))
+        model.train_step(_as_batch(_batch(seed=8)))
 
 
 @pytest.mark.parametrize("head_bn", [False, True])

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfssl.augment import SimCLRAugment, ViewPair
+from tfssl.augment import BYOLAugment, SimCLRAugment, ViewRecipe
 from tfssl.config import TrainConfig
 from tfssl.heads import ProjectionHead, predictor_head
 from tfssl.methods import MoCo, MoCoV3, build_augment, build_method
 from tfssl.methods.moco import shuffle_permutation
 from tfssl.training import build_training
-from method_data import fashion_views, one_step, random_views, uneven_global_batch
+from method_data import fashion_views, host_batch, one_step, random_views, uneven_global_batch
 
 SIZE, BATCH, NUM_CLASSES, DIM = 8, 8, 3, 8
 LR = 0.1
@@ -53,7 +53,8 @@ def _moco_v3(tiny_encoder, temperature=0.5, tau_base=0.9, seed=0, image_size=SIZ
 
 def _step(model, view1, view2, labels):
     """One train_step through Keras fit on a single batch; returns the logged values."""
-    history = model.fit(tf.data.Dataset.from_tensors((view1, view2, labels)), epochs=1, verbose=0).history
+    history = model.fit(tf.data.Dataset.from_tensors(host_batch(view1, view2, labels=labels)), epochs=1,
+                        verbose=0).history
     return {name: values[-1] for name, values in history.items()}
 
 
@@ -198,7 +199,7 @@ def test_moco_train_step_matches_independent_sgd_update(tiny_encoder, version, l
     variables = model.trainable_variables
     before = [v.numpy() for v in variables]
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=LR, momentum=0.0))
-    logs = model.train_step((view1, view2, labels))
+    logs = model.train_step(host_batch(view1, view2, labels=labels))
 
     assert _check_sgd_update(variables, before, grads) > 1e-3
     np.testing.assert_allclose(float(logs["loss"]), want_loss, rtol=1e-5)
@@ -360,7 +361,7 @@ def test_moco_v3_train_step_matches_independent_sgd_update_and_momentum_by_hand(
     assert len(pairs) == len(model.encoder.trainable_weights) + len(model.projector.trainable_weights)
     target_before = [t.numpy().astype(np.float64) for _, t in pairs]
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=LR, momentum=0.0))
-    logs = model.train_step((view1, view2, labels))
+    logs = model.train_step(host_batch(view1, view2, labels=labels))
 
     assert _check_sgd_update(variables, before, grads) > 1e-3
     np.testing.assert_allclose(float(logs["loss"]), want_loss, rtol=1e-5)
@@ -432,11 +433,20 @@ def test_build_method_parts_per_version():
     v3 = build_method(TrainConfig(model_dir="x", method="moco_v3", image_size=SIZE, width_multiplier=0.125,
                                   proj_dim=DIM, proj_hidden_dim=16, temperature=1.0, tau_base=0.99), total_steps=5)
     assert isinstance(v3, MoCoV3) and v3.projector.last_bn and v3.tau_base == 0.99 and v3.temperature == 1.0
-    aug1 = build_augment(_moco_config(1, "moco_v1"))
+    def only_recipe(recipe):
+        """The per-image pipeline of a view recipe whose two views come from one recipe."""
+        assert isinstance(recipe, ViewRecipe) and recipe.num_views == 2 and len(recipe.groups) == 1
+        return recipe.groups[0].recipe
+
+    aug1 = only_recipe(build_augment(_moco_config(1, "moco_v1")))
     assert aug1.jitter_prob == 1.0 and tuple(aug1.crop_area) == (0.2, 1.0) and not aug1.blur_enabled
-    aug2 = build_augment(TrainConfig(model_dir="x", method="moco_v2", image_size=SIZE, blur="true"))
+    aug2 = only_recipe(build_augment(TrainConfig(model_dir="x", method="moco_v2", image_size=SIZE, blur="true")))
     assert isinstance(aug2, SimCLRAugment) and aug2.blur_enabled and tuple(aug2.crop_area) == (0.2, 1.0)
-    assert isinstance(build_augment(TrainConfig(model_dir="x", method="moco_v3", image_size=SIZE)), ViewPair)
+    # MoCo v3: BYOL's asymmetric pair, one crop group (one view) per recipe of the pair.
+    aug3 = build_augment(TrainConfig(model_dir="x", method="moco_v3", image_size=SIZE))
+    assert isinstance(aug3, ViewRecipe) and [g.count for g in aug3.groups] == [1, 1]
+    assert all(isinstance(g.recipe, BYOLAugment) for g in aug3.groups)
+    assert [(g.recipe.blur_prob, g.recipe.solarize_prob) for g in aug3.groups] == [(1.0, 0.0), (0.1, 0.2)]
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from method_data import fashion_views, random_views
+from method_data import fashion_views, host_batch, random_views
 from tfssl.config import TrainConfig
 from tfssl.heads import ProjectionHead
 from tfssl.methods import METHODS, BarlowTwins, VICReg, build_method
@@ -79,7 +79,7 @@ def test_step_loss_matches_numpy(method, tiny_encoder):
     unit = z1 / np.linalg.norm(z1, axis=1, keepdims=True), z2 / np.linalg.norm(z2, axis=1, keepdims=True)
     want_std = np.mean(np.std(np.concatenate(unit), axis=0))
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01))
-    logs = model.train_step(data)
+    logs = model.train_step(host_batch(data[0], data[1], labels=data[2]))
     np.testing.assert_allclose(float(logs["loss"]), want, rtol=1e-4)
     for name, value in parts.items():
         np.testing.assert_allclose(float(logs[name]), value, rtol=1e-4, atol=1e-6, err_msg=name)
@@ -214,7 +214,7 @@ def test_train_step_matches_independent_sgd_update(method, tiny_encoder):
     model.set_weights(start)  # undo the BN moving-statistics updates of the reference passes
     before = [v.numpy() for v in variables]
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=LR, momentum=0.0))
-    logs = model.train_step(data)
+    logs = model.train_step(host_batch(data[0], data[1], labels=data[2]))
 
     np.testing.assert_allclose(float(logs["loss"]), want_loss, rtol=1e-5)
     np.testing.assert_allclose(float(logs["probe_loss"]), want_probe_loss, rtol=1e-5)
@@ -229,7 +229,7 @@ def test_short_fit_lowers_the_loss(method, learning_rate, tiny_encoder):
     model = _model(method, tiny_encoder, seed=0, image_size=12, num_classes=10)
     data = fashion_views(12, 16)
     # Judged on one fixed pair of views before and after: per-step losses of fresh views are too noisy.
-    view1, view2, _ = next(iter(data))
+    view1, view2 = next(iter(data))["views"]
 
     def fixed_loss():
         return float(model.pair_loss(model.embed(view1)[1], model.embed(view2)[1])[0])
@@ -247,7 +247,8 @@ def test_save_and_reload_round_trip(method, tiny_encoder, tmp_path):
     weights = dict(lambd=0.03) if method == "barlow_twins" else dict(sim_weight=5.0, var_weight=6.0, cov_weight=0.5)
     model = _model(method, tiny_encoder, seed=3, **weights)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9))
-    model.train_step(_views(seed=4))
+    view1, view2, labels = _views(seed=4)
+    model.train_step(host_batch(view1, view2, labels=labels))
     path = str(tmp_path / f"{method}.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)

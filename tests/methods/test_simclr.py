@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfssl.augment import SimCLRAugment
+from tfssl.augment import SimCLRAugment, ViewRecipe, batch_seed
 from tfssl.config import TrainConfig
 from tfssl.encoders import build_encoder
 from tfssl.heads import ProjectionHead
 from tfssl.methods import SimCLR, build_method
-from method_data import fashion_views
+from method_data import fashion_views, host_batch
 
 SIZE, WIDTH, BATCH, NUM_CLASSES, PROJ_DIM = 8, 0.125, 4, 3, 8
 LR = 0.1
@@ -32,7 +32,8 @@ def _simclr(seed=0, num_classes=NUM_CLASSES, linear_probe=True, augment=None, te
     return model
 
 
-def _host_batch(seed=0, batch=BATCH, labels=None):
+def _host_views(seed=0, batch=BATCH, labels=None):
+    """`(view1, view2, labels)` tensors of one host-augmented batch."""
     rng = np.random.default_rng(seed)
     view1 = rng.uniform(size=(batch, SIZE, SIZE, 3)).astype(np.float32)
     # The second view is a perturbed copy so positives are genuinely more similar than negatives.
@@ -40,6 +41,12 @@ def _host_batch(seed=0, batch=BATCH, labels=None):
     if labels is None:
         labels = rng.integers(0, NUM_CLASSES, size=batch)
     return tf.constant(view1), tf.constant(view2), tf.constant(np.asarray(labels, np.int64))
+
+
+def _host_batch(seed=0, batch=BATCH, labels=None):
+    """The batch dict train_step takes, of `_host_views`."""
+    view1, view2, labels = _host_views(seed, batch, labels)
+    return host_batch(view1, view2, labels=labels)
 
 
 def _reference_contrastive(z1, z2, temperature):
@@ -73,7 +80,7 @@ def _compile_sgd(model, lr=LR):
 
 def test_train_step_matches_independent_sgd_update():
     model = _simclr()
-    view1, view2, labels = _host_batch()
+    view1, view2, labels = _host_views()
     variables = model.trainable_variables
     probe_vars = [model.probe.kernel, model.probe.bias]
     before_all = model.get_weights()
@@ -102,7 +109,7 @@ def test_train_step_matches_independent_sgd_update():
 
     model.set_weights(before_all)  # undo the BN moving-statistics update of the reference pass
     _compile_sgd(model)
-    logs = model.train_step((view1, view2, labels))
+    logs = model.train_step(host_batch(view1, view2, labels=labels))
 
     after = _snapshot(model.trainable_variables)
     for v, w0, got, want in zip(variables, before, after, expected):
@@ -151,10 +158,10 @@ def test_partially_labelled_probe_update_follows_only_labelled_examples():
     model = _simclr(seed=6)
     _compile_sgd(model)
     labels = np.array([2, -1, 0, -1])
-    view1, view2, labels_t = _host_batch(seed=7, labels=labels)
+    view1, view2, labels_t = _host_views(seed=7, labels=labels)
     kernel0, bias0 = _snapshot([model.probe.kernel, model.probe.bias])
     h1 = model.encoder(tf.concat([view1, view2], axis=0), training=True)[:BATCH].numpy().astype(np.float64)
-    model.train_step((view1, view2, labels_t))
+    model.train_step(host_batch(view1, view2, labels=labels_t))
     kernel1, bias1 = _snapshot([model.probe.kernel, model.probe.bias])
 
     def ce_grad(rows, targets):
@@ -204,12 +211,19 @@ class _RecordingAugment:
 
     def __init__(self, augment):
         self.augment = augment
+        self.image_size = augment.image_size  # what a view recipe's crop group needs of a per-image recipe
         self.calls = []
 
     def __call__(self, images, seed):
         views = self.augment(images, seed)
         self.calls.append((np.asarray(seed).tolist(), views.numpy()))
         return views
+
+
+def _device_batch(images, labels, run_seed, batch_index, epoch=0):
+    """The device-path batch dict: raw images and every row holding the batch's seed."""
+    seed = batch_seed(run_seed, epoch, batch_index)
+    return {"images": images, "seed": tf.tile(seed[None], [int(images.shape[0]), 1]), "labels": labels}
 
 
 def test_device_side_augmentation_uses_a_fresh_seed_per_step():
@@ -220,10 +234,12 @@ def test_device_side_augmentation_uses_a_fresh_seed_per_step():
     rng = np.random.default_rng(0)
     images = tf.constant(rng.integers(0, 256, size=(BATCH, 12, 12, 1), dtype=np.uint8))
     labels = tf.constant(rng.integers(0, NUM_CLASSES, size=BATCH), tf.int64)
-    for _ in range(2):
-        logs = model.train_step((images, labels))
+    for step in range(2):  # batches 0 and 1 of epoch 0 of a run seeded 5
+        logs = model.train_step(_device_batch(images, labels, run_seed=5, batch_index=step))
         assert np.isfinite(float(logs["loss"]))
-    assert [seed for seed, _ in recorder.calls] == [[5, 0], [5, 1], [5, 2], [5, 3]]
+    # Batch seed [5 * 1_000_003 + epoch, batch]; view v of it: [s0, s1 * 256 + v].
+    base = 5 * 1_000_003
+    assert [seed for seed, _ in recorder.calls] == [[base, 0], [base, 1], [base, 256], [base, 257]]
     as_float = np.tile(images.numpy().astype(np.float32) / 255.0, (1, 1, 1, 3))
     for seed, views in recorder.calls:
         assert views.shape == (BATCH, SIZE, SIZE, 3)
@@ -240,7 +256,10 @@ def test_device_side_augmentation_runs_under_fit():
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(2 * BATCH, 12, 12, 1), dtype=np.uint8)
     labels = rng.integers(-1, NUM_CLASSES, size=2 * BATCH)
-    history = model.fit(tf.data.Dataset.from_tensor_slices((images, labels)).batch(BATCH), epochs=1, verbose=0)
+    # Each batch's rows all carry that batch's seed, as pretrain_dataset makes them.
+    seeds = np.stack([np.array([6 * 1_000_003, i // BATCH], np.int64) for i in range(2 * BATCH)])
+    dataset = tf.data.Dataset.from_tensor_slices({"images": images, "seed": seeds, "labels": labels}).batch(BATCH)
+    history = model.fit(dataset, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert int(model.optimizer.iterations.numpy()) == 2
 
@@ -250,7 +269,7 @@ def test_device_side_without_augment_raises():
     _compile_sgd(model)
     images = tf.zeros((BATCH, SIZE, SIZE, 3), tf.uint8)
     with pytest.raises(ValueError):
-        model.train_step((images, tf.zeros((BATCH,), tf.int64)))
+        model.train_step(_device_batch(images, tf.zeros((BATCH,), tf.int64), run_seed=0, batch_index=0))
 
 
 def _trained_and_reloaded(tmp_path):
@@ -331,8 +350,12 @@ def test_build_method_respects_the_config(augment_on):
     assert tuple(z.shape) == (2, 16)
     assert model.probe is not None and model.probe.units == 10 and model.probe.built
     if augment_on == "device":
-        assert isinstance(model.augment, SimCLRAugment)
-        assert model.augment.image_size == SIZE and model.augment.color_jitter_strength == 0.5
+        # One SimCLRAugment making both views.
+        assert isinstance(model.augment, ViewRecipe) and model.augment.num_views == 2
+        assert len(model.augment.groups) == 1 and model.augment.groups[0].count == 2
+        recipe = model.augment.groups[0].recipe
+        assert isinstance(recipe, SimCLRAugment)
+        assert recipe.image_size == SIZE and recipe.color_jitter_strength == 0.5
     else:
         assert model.augment is None
     no_probe = build_method(TrainConfig(image_size=SIZE, width_multiplier=WIDTH, linear_probe=False), num_classes=10)

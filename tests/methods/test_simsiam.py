@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfssl.augment import SimCLRAugment
+from tfssl.augment import SimCLRAugment, batch_seed
 from tfssl.config import TrainConfig
 from tfssl.encoders import build_encoder
 from tfssl.heads import ProjectionHead, predictor_head
 from tfssl.methods import SimSiam, build_method
-from method_data import random_views
+from method_data import host_batch, random_views
 
 SIZE, WIDTH, BATCH, NUM_CLASSES, PROJ_DIM = 8, 0.125, 8, 3, 8
 LR = 0.1
@@ -33,6 +33,12 @@ def _simsiam(seed=0, augment=None, image_size=SIZE, num_classes=NUM_CLASSES, lin
 
 def _views(seed=0, batch=BATCH):
     return random_views(seed, batch, SIZE, NUM_CLASSES)
+
+
+def _batch(seed=0, batch=BATCH):
+    """The host-augmented batch dict of `_views`."""
+    view1, view2, labels = _views(seed, batch)
+    return host_batch(view1, view2, labels=labels)
 
 
 def _cos(a, b):
@@ -62,7 +68,7 @@ def test_update_follows_the_stop_gradient_loss():
     model.set_weights(weights)
     before = [v.numpy() for v in variables]
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=LR, momentum=0.0))
-    logs = model.train_step((view1, view2, labels))
+    logs = model.train_step(host_batch(view1, view2, labels=labels))
     np.testing.assert_allclose(float(logs["loss"]), want_loss, rtol=1e-5)
     gaps = []
     for v, w0, g, g_free in zip(variables, before, want_grads, no_stop_grads):
@@ -89,10 +95,10 @@ def test_no_gradient_reaches_the_stop_gradient_side():
 
 def test_step_loss_and_collapse_std_match_numpy():
     model = _simsiam(seed=4)
-    data = _views(seed=5)
+    view1, view2, labels = _views(seed=5)
     weights = model.get_weights()
-    _, z1, p1 = model.online(data[0])
-    _, z2, p2 = model.online(data[1])
+    _, z1, p1 = model.online(view1)
+    _, z2, p2 = model.online(view2)
     model.set_weights(weights)
 
     def unit(x):
@@ -102,18 +108,25 @@ def test_step_loss_and_collapse_std_match_numpy():
     want = -0.5 * np.mean(np.sum(unit(p1) * unit(z2), 1)) - 0.5 * np.mean(np.sum(unit(p2) * unit(z1), 1))
     want_std = np.mean(np.std(unit(np.concatenate([z1, z2])), axis=0))
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=LR))
-    logs = model.train_step(data)
+    logs = model.train_step(host_batch(view1, view2, labels=labels))
     np.testing.assert_allclose(float(logs["loss"]), want, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(float(logs["collapse_std"]), want_std, rtol=1e-5)
 
 
 def _fashion_batches(image_size, batch):
+    """Endless device-path batch dicts of 64 Fashion-MNIST images: each batch's rows carry its own seed."""
     from tfssl.data import load_split
 
     split = load_split("fashion_mnist", "train[:64]")
     images = np.stack([x.numpy() for x, _, _ in split.dataset])
     labels = np.array([y.numpy() for _, y, _ in split.dataset])
-    return tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch).enumerate()
+
+    def to_batch(index, element):
+        seed = tf.tile(batch_seed(0, 0, index)[None], [tf.shape(element[1])[0], 1])
+        return {"images": element[0], "seed": seed, "labels": element[1]}
+
+    return ds.map(to_batch)
 
 
 def test_short_fit_with_device_augmentation_lowers_the_loss(tiny_encoder):
@@ -132,7 +145,7 @@ def test_short_fit_with_device_augmentation_lowers_the_loss(tiny_encoder):
 def test_save_and_reload_round_trip(tmp_path):
     model = _simsiam(seed=6, augment=SimCLRAugment(SIZE, blur_prob=0.3))
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=LR, momentum=0.9))
-    model.train_step(_views(seed=7))
+    model.train_step(_batch(seed=7))
     path = str(tmp_path / "simsiam.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
@@ -178,7 +191,7 @@ def test_fixed_predictor_rate_follows_the_peak_while_the_rest_follows_the_schedu
     model.build_optimizers()
     assert float(model.predictor_optimizer.learning_rate) == pytest.approx(peak)
     before = [v.numpy() for v in variables]
-    model.train_step((view1, view2, labels))
+    model.train_step(host_batch(view1, view2, labels=labels))
     predictor_ids = {id(v) for v in model.predictor.trainable_variables}
     for v, w0, g in zip(variables, before, grads):
         want = -peak * g.numpy() if id(v) in predictor_ids else np.zeros_like(w0)

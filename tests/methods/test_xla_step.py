@@ -3,7 +3,8 @@
 Two models are built from the same `TrainConfig` (`augment_on="device"`), given the same weights (encoder,
 heads, target networks, queue, memory bank, probe) and the same uint8 batches, and stepped twice (the ViT
 once) by the training loop's own step function, one with `jit_compile=True`, one without. The views are made inside the
-step from the same seeds (`tfssl.rng` draws the same parameters under XLA), so the losses, the logged metrics
+step from the same seeds (each batch's "seed" rows, `batch_seed(seed, 0, step)`; `tfssl.rng` draws the same
+parameters under XLA), so the losses, the logged metrics
 and every variable afterwards must agree up to float32 reordering (tolerances below).
 """
 import keras
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfssl.augment import batch_seed
 from tfssl.config import TrainConfig
 from tfssl.training import _make_step_function, build_training
 
@@ -58,7 +60,12 @@ def _batch(step, with_index):
     images = tf.constant(np.clip(images, 0, 255).astype(np.uint8))
     labels = tf.constant(rng.integers(0, NUM_CLASSES, size=BATCH), tf.int64)
     index = tf.constant(rng.choice(64, size=BATCH, replace=False), tf.int64)
-    return (images, labels, index) if with_index else (images, labels)
+    # The device-path batch of step `step` of epoch 0, as pretrain_dataset(augment=None) makes it.
+    seed = tf.tile(batch_seed(COMMON["seed"], 0, step)[None], [BATCH, 1])
+    batch = {"images": images, "seed": seed, "labels": labels}
+    if with_index:
+        batch["index"] = index
+    return batch
 
 
 def _run(config, weights, jit_compile, steps):

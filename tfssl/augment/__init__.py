@@ -7,6 +7,7 @@ from tfssl.augment import ops
 from tfssl.augment.ops import *  # noqa: F401,F403  (the op namespace is re-exported on purpose)
 from tfssl.augment.ops import __all__ as _ops_all
 from tfssl.augment.preprocess import center_resize, to_float_rgb
+from tfssl.augment.recipes import CropGroup, ViewRecipe, as_view_recipe, batch_seed, epoch_seed, view_seed
 from tfssl.augment.simclr import SimCLRAugment
 from tfssl.augment.views import (
     BYOLAugment,
@@ -17,5 +18,5 @@ from tfssl.augment.views import (
     view_recipe,
 )
 
-__all__ = ["BYOLAugment", "SimCLRAugment", "ViewPair", "byol_views", "center_resize", "deserialize_augment",
+__all__ = ["BYOLAugment", "CropGroup", "SimCLRAugment", "ViewRecipe", "as_view_recipe", "batch_seed", "epoch_seed", "view_seed", "ViewPair", "byol_views", "center_resize", "deserialize_augment",
            "ops", "serialize_augment", "to_float_rgb", "view_recipe", *_ops_all]

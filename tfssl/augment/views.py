@@ -8,6 +8,7 @@ probability 1.0 / 0.1 and solarisation with probability 0.0 / 0.2 for the first 
 """
 from tfssl.augment import _utils
 from tfssl.augment.color import random_solarize
+from tfssl.augment.recipes import ViewRecipe
 from tfssl.augment.simclr import SimCLRAugment, _fold_replica_id
 
 # Salt of the solarize stage, after SimCLRAugment's five stages (whose draws it leaves unchanged).
@@ -77,7 +78,7 @@ class ViewPair:
         return f"ViewPair({self.recipes[0]!r}, {self.recipes[1]!r})"
 
 
-RECIPES = {cls.__name__: cls for cls in (SimCLRAugment, BYOLAugment, ViewPair)}
+RECIPES = {cls.__name__: cls for cls in (SimCLRAugment, BYOLAugment, ViewPair, ViewRecipe)}
 
 
 def view_recipe(augment, index):

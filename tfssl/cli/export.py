@@ -76,10 +76,10 @@ def main(_):
                             "width_multiplier": config.width_multiplier, "checkpoint": path,
                             "keep_proj_layer": getattr(config, "keep_proj_layer", 0)})
     if FLAGS.export_dir:
-        out = export_encoder_to_dir(model.encoder, FLAGS.export_dir, config.image_size, overwrite=FLAGS.overwrite,
+        out = export_encoder_to_dir(model.representation(), FLAGS.export_dir, config.image_size, overwrite=FLAGS.overwrite,
                                     model_name=FLAGS.model_name, **common)
     else:
-        out = export_encoder(model.encoder, FLAGS.export_base, config.image_size, model_name=FLAGS.model_name,
+        out = export_encoder(model.representation(), FLAGS.export_base, config.image_size, model_name=FLAGS.model_name,
                              version=FLAGS.version, **common)
     print(f"Exported encoder of {path} to {out}")
     print(signature_report(out), end="")

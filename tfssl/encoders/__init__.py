@@ -9,6 +9,7 @@ from tfssl.encoders.resnet import (
 )
 from tfssl.encoders import resnet as _resnet
 from tfssl.encoders.vit import VIT_SPECS, build_vit, check_vit_args
+from tfssl.encoders.flexible import any_size
 
 ENCODERS = tuple(RESNET_SPECS) + tuple(VIT_SPECS)
 
@@ -50,6 +51,7 @@ __all__ = [
     "ENDPOINTS",
     "RESNET_SPECS",
     "VIT_SPECS",
+    "any_size",
     "build_encoder",
     "build_vit",
     "encoder_output_dim",

@@ -71,19 +71,27 @@ class ClassTokenPositions(layers.Layer):
             raise ValueError(f"ClassTokenPositions needs a square patch grid, got {grid}x{grid_w}")
         self.class_token = self.add_weight(shape=(1, 1, dim), name="class_token",
                                            initializer=keras.initializers.RandomNormal(stddev=1e-6))
-        table = np.concatenate([np.zeros((1, dim), np.float32), sincos_position_embedding(grid, dim)], 0)
-        self._positions = table[None]  # constant, not a weight: nothing to train or checkpoint
+
+    @staticmethod
+    def positions(grid, dim):
+        """`[1, 1 + G*G, D]` position table of a G x G grid (constant, not a weight: nothing to train or save)."""
+        return np.concatenate([np.zeros((1, dim), np.float32), sincos_position_embedding(grid, dim)], 0)[None]
 
     def call(self, patches):
+        grid, grid_w, dim = patches.shape[1], patches.shape[2], patches.shape[-1]
+        if grid is None or grid != grid_w:
+            raise ValueError(f"the ViT needs square crops of a static size, got a {grid}x{grid_w} patch grid")
         batch = ops.shape(patches)[0]
-        dim = patches.shape[-1]
         tokens = ops.reshape(patches, (batch, -1, dim))
         cls = ops.broadcast_to(ops.cast(self.class_token, tokens.dtype), (batch, 1, dim))
         tokens = ops.concatenate([cls, tokens], axis=1)
-        return tokens + ops.cast(self._positions, tokens.dtype)
+        # Computed for this call's grid: crops of any size (multi-crop) get their own exact positions.
+        return tokens + ops.cast(self.positions(grid, dim), tokens.dtype)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], 1 + input_shape[1] * input_shape[2], input_shape[3])
+        grid, grid_w = input_shape[1], input_shape[2]
+        tokens = None if grid is None or grid_w is None else 1 + grid * grid_w
+        return (input_shape[0], tokens, input_shape[3])
 
 
 @keras.saving.register_keras_serializable(package="tfssl")

@@ -124,7 +124,7 @@ def evaluate_run(model_dir, export_dir=None, checkpoint=None, overrides=None, ra
         for key, value in overrides.items():
             setattr(config_restored, key, value)
         config = config_restored
-        embed = model.encoder
+        embed = model.representation()
         tag, source = "step" + path.rsplit("-", 1)[-1], path
     result = {"source": source, "dataset": config.dataset,
               "splits": {"train": config.train_split, "val": config.val_split, "test": config.test_split},

@@ -172,7 +172,7 @@ def _from_method(method, head_layers):
         head_layers = projector.keep_layer if projector is not None else 0
     if projector is not None and not projector.built:
         method.build_heads()
-    return features_with_head(method.encoder, projector, head_layers)
+    return features_with_head(method.representation(), projector, head_layers)
 
 
 def _from_keras_object(obj, head_layers, path):

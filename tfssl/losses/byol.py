@@ -5,7 +5,6 @@ eq. (2); Chen, He. "Exploring Simple Siamese Representation Learning", CVPR 2021
 """
 import tensorflow as tf
 
-from tfssl.distribute import replica_id_and_count
 from tfssl.losses.infonce import check_embedding_pair
 
 
@@ -23,8 +22,8 @@ def normalized_mse_loss(predictions, targets):
     """BYOL: mean over the batch of ||p/|p| - t/|t| ||^2 = 2 - 2 cos(p, t), with t a constant.
 
     One direction only; BYOL symmetrises by swapping the views and adding the two losses. The value
-    is the local mean divided by the number of replicas, so summed per-replica gradients equal the
-    gradient of the mean over the global batch (no statistics cross replicas, nothing is gathered).
+    is the local mean (the caller divides by the replica count once, so that summed per-replica
+    gradients equal the gradient of the global-batch mean; nothing crosses replicas here).
 
     Args:
       predictions: `[n, d]` online predictor outputs q(z).
@@ -34,15 +33,14 @@ def normalized_mse_loss(predictions, targets):
       Scalar float32 loss in [0, 4] (before the replica division).
     """
     cosine = _cosine_to_constant_target(predictions, targets, ("predictions", "targets"))
-    _, num_replicas = replica_id_and_count()
-    return tf.reduce_mean(2.0 - 2.0 * cosine) / num_replicas
+    return tf.reduce_mean(2.0 - 2.0 * cosine)
 
 
 def negative_cosine_loss(p, z):
     """SimSiam: D(p, z) = -mean over the batch of cos(p, stop_gradient(z)).
 
-    One direction only; SimSiam's loss is D(p1, z2) / 2 + D(p2, z1) / 2. Divided by the number of
-    replicas like `normalized_mse_loss`.
+    One direction only; SimSiam's loss is D(p1, z2) / 2 + D(p2, z1) / 2. The local mean, like
+    `normalized_mse_loss`.
 
     Args:
       p: `[n, d]` predictor outputs.
@@ -52,5 +50,4 @@ def negative_cosine_loss(p, z):
       Scalar float32 loss in [-1, 1] (before the replica division).
     """
     cosine = _cosine_to_constant_target(p, z, ("p", "z"))
-    _, num_replicas = replica_id_and_count()
-    return -tf.reduce_mean(cosine) / num_replicas
+    return -tf.reduce_mean(cosine)

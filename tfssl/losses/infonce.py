@@ -68,8 +68,8 @@ def infonce_loss(queries, keys, queue=None, temperature=0.07, normalize=True):
     its 2*tau factor (see `symmetric_contrastive_loss`).
 
     Keys and queue are momentum-encoder outputs: they get `tf.stop_gradient` (the paper computes them
-    under `no_grad`). The loss is the local mean cross-entropy divided by the number of replicas, so
-    the sum of per-replica gradients equals the gradient of the mean over the global batch.
+    under `no_grad`). The loss is the local mean cross-entropy (the caller divides by the replica
+    count once, so summed per-replica gradients equal the gradient of the global-batch mean).
 
     Args:
       queries: `[n, d]` query embeddings q on this replica.
@@ -81,7 +81,7 @@ def infonce_loss(queries, keys, queue=None, temperature=0.07, normalize=True):
         Re-normalising an already normalised queue is a no-op.
 
     Returns:
-      `InfoNCEOutput(loss, logits, labels)`: scalar float32 loss (scaled for replicas as above);
+      `InfoNCEOutput(loss, logits, labels)`: scalar float32 loss (local mean);
       `logits` `[n, 1 + K]` (queue) or `[n, N]` (in-batch); `labels` `[n]` int32 column of each positive.
     """
     check_temperature(temperature)
@@ -102,9 +102,8 @@ def infonce_loss(queries, keys, queue=None, temperature=0.07, normalize=True):
         negatives = tf.matmul(queries, queue, transpose_b=True)
         logits = tf.concat([positive, negatives], axis=1) / temperature
         labels = tf.zeros(tf.shape(queries)[:1], tf.int32)
-    _, num_replicas = replica_id_and_count()
     per_query = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    return InfoNCEOutput(tf.reduce_mean(per_query) / num_replicas, logits, labels)
+    return InfoNCEOutput(tf.reduce_mean(per_query), logits, labels)
 
 
 def symmetric_contrastive_loss(q1, q2, k1, k2, temperature=1.0, normalize=True):
@@ -115,10 +114,10 @@ def symmetric_contrastive_loss(q1, q2, k1, k2, temperature=1.0, normalize=True):
     2 * tau exactly as in the paper's Algorithm 1 and code. The factor makes the gradient scale
     roughly independent of tau; it also means the value is 2 * tau times the plain cross-entropy
     sum. Both directions are *summed*, not averaged, as in the paper. Keys get `tf.stop_gradient`
-    (momentum encoder). The returned loss is additionally divided by the number of replicas, so the
-    sum of per-replica gradients equals the gradient on the global batch:
+    (momentum encoder). The returned loss is this replica's value (the caller divides it by the
+    replica count once for the gradient sum):
 
-        loss = 2 * tau * (mean_i CE(q1_i, k2) + mean_i CE(q2_i, k1)) / num_replicas
+        loss = 2 * tau * (mean_i CE(q1_i, k2) + mean_i CE(q2_i, k1))
 
     Args:
       q1: `[n, d]` queries (online encoder + projector + predictor) of view 1.

@@ -18,7 +18,7 @@ import numbers
 
 import tensorflow as tf
 
-from tfssl.distribute import cross_replica_concat, replica_id_and_count
+from tfssl.distribute import cross_replica_concat
 from tfssl.losses.nt_xent import check_temperature
 
 INSTDIS_LOSSES = ("nce", "softmax")
@@ -94,8 +94,8 @@ def instdis_loss(features, positives, negatives, temperature=0.07, loss="nce", n
     which equals -log h(pos_i) - sum_k log(1 - h(neg_ik)) for h = P / (P + K / N), P = exp(s) / Z.
     "softmax": cross-entropy of `[s_pos, s_neg_1..s_neg_K]` with label 0.
 
-    The loss is the local mean over the n features divided by the number of replicas, so that the sum
-    of per-replica gradients equals the gradient of the mean over the global batch.
+    The loss is the local mean over the n features (the caller divides by the replica count once, so
+    summed per-replica gradients equal the gradient of the global-batch mean).
 
     Args:
       features: `[n, d]` L2-normalised features f (not normalised again here).
@@ -108,7 +108,7 @@ def instdis_loss(features, positives, negatives, temperature=0.07, loss="nce", n
         from this batch with `estimate_nce_normalizer`. Ignored by "softmax".
 
     Returns:
-      `InstDisOutput(loss, logits)`: scalar float32 loss (scaled for replicas as above) and the
+      `InstDisOutput(loss, logits)`: scalar float32 loss (local mean) and the
       `[n, 1 + K]` logits (positive in column 0).
     """
     check_instdis_loss(loss)
@@ -126,5 +126,4 @@ def instdis_loss(features, positives, negatives, temperature=0.07, loss="nce", n
         c = tf.math.log(num_negatives) + tf.math.log(normalizer) - tf.math.log(float(num_data))
         per_example = (tf.nn.softplus(c - logits[:, 0])
                        + tf.reduce_sum(tf.nn.softplus(logits[:, 1:] - c), axis=1))
-    _, num_replicas = replica_id_and_count()
-    return InstDisOutput(tf.reduce_mean(per_example) / num_replicas, logits)
+    return InstDisOutput(tf.reduce_mean(per_example), logits)

@@ -27,7 +27,7 @@ def nt_xent_loss(z1, z2, temperature=0.5, normalize=True):
 
     Each of the 2n local anchors has one positive (the other view of its image) and 2N - 2 negatives:
     both views of every other image in the *global* batch, gathered from all replicas. The returned
-    loss is the local mean divided by the number of replicas, so that the sum of per-replica gradients
+    loss is the local mean; the caller divides it by the replica count once, so the sum of per-replica gradients
     (what `tf.distribute` does) equals the gradient of the mean loss over the global batch.
 
     Args:
@@ -37,7 +37,7 @@ def nt_xent_loss(z1, z2, temperature=0.5, normalize=True):
       normalize: L2-normalise the projections first (cosine similarity, as in the paper).
 
     Returns:
-      `NTXentOutput(loss, logits, labels)`: scalar float32 loss (scaled for replicas as above);
+      `NTXentOutput(loss, logits, labels)`: scalar float32 loss (local mean);
       `logits` `[2n, 2N]`: anchor-vs-candidate similarities / tau for the local anchors, the columns
       ordered [views 2 of all images, views 1 of all images] for view-1 anchors and [views 1, views 2]
       for view-2 anchors, self-similarity masked to -1e9; `labels` `[2n]`: column of each positive.
@@ -49,7 +49,7 @@ def nt_xent_loss(z1, z2, temperature=0.5, normalize=True):
         z1 = tf.math.l2_normalize(z1, axis=1)
         z2 = tf.math.l2_normalize(z2, axis=1)
     n = tf.shape(z1)[0]
-    replica_id, num_replicas = replica_id_and_count()
+    replica_id, _ = replica_id_and_count()
     all_z1 = cross_replica_concat(z1)
     all_z2 = cross_replica_concat(z2)
     global_n = tf.shape(all_z1)[0]
@@ -68,7 +68,7 @@ def nt_xent_loss(z1, z2, temperature=0.5, normalize=True):
     )
     labels = tf.concat([idx, idx], axis=0)
     per_anchor = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    loss = tf.reduce_mean(per_anchor) / num_replicas
+    loss = tf.reduce_mean(per_anchor)
     return NTXentOutput(loss, logits, labels)
 
 

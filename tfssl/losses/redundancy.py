@@ -5,15 +5,15 @@ Reduction", ICML 2021, eq. (1)-(2); Bardes, Ponce, LeCun. "VICReg: Variance-Inva
 Regularization for Self-Supervised Learning", ICLR 2022, eq. (1)-(6).
 
 Both losses are functions of statistics over the *global* batch. Each replica gathers both views
-from all replicas and computes the same global loss; the returned loss is that value divided by the
-number of replicas. The gradient of the gather sums, over replicas, the gradients reaching each
-replica's slice, so the sum of per-replica gradients is exactly the gradient of the global loss on
-one device, and the sum of the returned losses is the global loss. The returned components are the
+from all replicas and computes the same global loss; the caller divides it by the number of replicas
+once. The gradient of the gather sums, over replicas, the gradients reaching each replica's slice,
+so the sum of per-replica gradients of loss / num_replicas is exactly the gradient of the global
+loss on one device. The returned components are the
 global, unweighted, unscaled terms (identical on every replica: aggregate them with MEAN, not SUM).
 """
 import tensorflow as tf
 
-from tfssl.distribute import cross_replica_concat, replica_id_and_count
+from tfssl.distribute import cross_replica_concat
 from tfssl.losses.infonce import check_embedding_pair
 
 
@@ -49,7 +49,6 @@ def barlow_twins_loss(z1, z2, lambd=0.0051, scale=1.0, eps=1e-5):
     `C = z1n^T z2n / N` with N the global batch size and
 
         global = scale * (sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2)
-        loss = global / num_replicas
 
     Args:
       z1: `[n, d]` projections of view 1 on this replica.
@@ -59,7 +58,7 @@ def barlow_twins_loss(z1, z2, lambd=0.0051, scale=1.0, eps=1e-5):
       eps: > 0 added to the variance before the square root (BatchNorm's default 1e-5).
 
     Returns:
-      `(loss, components)`: scalar float32 loss (divided by the number of replicas as above);
+      `(loss, components)`: scalar float32 loss (the global value, the same on every replica);
       components `{"on_diagonal": sum_i (1 - C_ii)^2, "off_diagonal": sum_{i != j} C_ij^2}` global and
       unweighted.
     """
@@ -76,8 +75,7 @@ def barlow_twins_loss(z1, z2, lambd=0.0051, scale=1.0, eps=1e-5):
     correlation = tf.matmul(standardize(z1), standardize(z2), transpose_a=True) / global_n
     on_diagonal = tf.reduce_sum(tf.square(1.0 - tf.linalg.diag_part(correlation)))
     off_diagonal = _off_diagonal_square_sum(correlation)
-    _, num_replicas = replica_id_and_count()
-    loss = scale * (on_diagonal + lambd * off_diagonal) / num_replicas
+    loss = scale * (on_diagonal + lambd * off_diagonal)
     return loss, {"on_diagonal": on_diagonal, "off_diagonal": off_diagonal}
 
 
@@ -91,7 +89,6 @@ def vicreg_loss(z1, z2, sim_weight=25.0, var_weight=25.0, cov_weight=1.0, eps=1e
         c(z)       = sum_{i != j} Cov(z)_ij^2 / d
         global     = sim_weight * invariance + var_weight * (v(z1) + v(z2)) / 2
                      + cov_weight * (c(z1) + c(z2))
-        loss       = global / num_replicas
 
     The variance term averages the two branches and the covariance term sums them: that is the
     authors' released code (main_vicreg.py), with which the default weights 25 / 25 / 1 were tuned;
@@ -107,7 +104,7 @@ def vicreg_loss(z1, z2, sim_weight=25.0, var_weight=25.0, cov_weight=1.0, eps=1e
       gamma: target standard deviation > 0.
 
     Returns:
-      `(loss, components)`: scalar float32 loss (divided by the number of replicas as above);
+      `(loss, components)`: scalar float32 loss (the global value, the same on every replica);
       components `{"invariance", "variance": (v(z1) + v(z2)) / 2, "covariance": c(z1) + c(z2)}` global
       and unweighted.
     """
@@ -131,6 +128,5 @@ def vicreg_loss(z1, z2, sim_weight=25.0, var_weight=25.0, cov_weight=1.0, eps=1e
     v2, c2 = variance_and_covariance(z2)
     variance = (v1 + v2) / 2.0
     covariance = c1 + c2
-    _, num_replicas = replica_id_and_count()
-    loss = (sim_weight * invariance + var_weight * variance + cov_weight * covariance) / num_replicas
+    loss = sim_weight * invariance + var_weight * variance + cov_weight * covariance
     return loss, {"invariance": invariance, "variance": variance, "covariance": covariance}

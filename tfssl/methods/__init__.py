@@ -38,6 +38,12 @@ def build_augment(config):
     InstDis (whose recipe MoCo v1 took over) gets the same. MoCo v2: SimCLR's recipe with 20-100% crops
     and blur. SimCLR and SimSiam (whose paper uses SimCLR's recipe): one `SimCLRAugment` for both views.
     """
+    from tfssl.augment import as_view_recipe
+
+    return as_view_recipe(_per_image_augment(config), METHODS[config.method].default_views)
+
+
+def _per_image_augment(config):
     from tfssl.augment import SimCLRAugment, byol_views
 
     if config.method in ("byol", "moco_v3", "barlow_twins", "vicreg"):

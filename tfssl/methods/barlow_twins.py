@@ -4,10 +4,13 @@ Zbontar, Jing, Misra, LeCun, Deny. "Barlow Twins: Self-Supervised Learning via R
 ICML 2021, eq. (1)-(2) and sec. 2-3: projector 3 x 8192 (Dense-BN-ReLU twice, then a plain Dense; the
 loss standardises each feature itself), lambda = 0.0051, LARS, batch 2048, 1000 epochs.
 """
+import dataclasses
+
 import keras
 
 from tfssl.losses import barlow_twins_loss
-from tfssl.methods.redundancy import RedundancyMethod
+from tfssl.methods.redundancy import RedundancyMethod, RedundancyOptions
+from tfssl.methods.registry import option
 
 
 @keras.saving.register_keras_serializable(package="tfssl")
@@ -41,3 +44,20 @@ class BarlowTwins(RedundancyMethod):
         config = super().get_config()
         config.update(lambd=self.lambd, scale=self.scale)
         return config
+
+
+@dataclasses.dataclass
+class BarlowTwinsOptions(RedundancyOptions):
+    """Barlow Twins' options; defaults: the paper's ImageNet setting."""
+
+    NAME = "barlow_twins"
+    LEGACY = {"lambd": "bt_lambda"}
+
+    lambd: float = option(0.0051, "Weight of the off-diagonal (redundancy) term (paper: 0.0051).")
+
+    def validate(self, train, num_replicas=1):
+        super().validate(train, num_replicas)
+        self.check_range("lambd", 0.0, float("inf"), paper=0.0051)
+
+    def build(self, train, encoder, context, **common):
+        return BarlowTwins(encoder, self.projector(train), lambd=self.lambd, **common)

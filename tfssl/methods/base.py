@@ -1,32 +1,71 @@
-"""What every self-supervised method shares: views, the online probe, metrics, gradients, EMA.
+"""The method template: what every self-supervised method shares, and the hooks a method fills in.
 
-A method subclass owns only its own parts and its `train_step`, which should read like the paper's
-pseudocode: make views -> encode -> extract representations -> loss -> `apply_gradients`.
+A method writes `compute_loss(views, batch) -> Loss` -- the paper's pseudocode from views to loss --
+and only the hooks it needs:
+
+    param_groups()       variables with their own optimizer or frozen for the first steps
+    momentum_pairs()     (online, target) variables of an EMA target; `target_momentum(step)` its schedule
+    after_step(state)    queues, memory banks, centres: updated from `Loss.state` after the gradient step
+    representation()     the sub-model evaluation, export and fine-tuning use (default: the encoder)
+
+`SSLMethod.train_step` owns the rest, written once: views from the batch (host- or device-made), the
+tape, the division by the replica count (losses are global-batch means, i.e. this replica's share of
+one), the online probe, mixed-precision loss scaling, gradient clipping, the EMA and the metrics.
 """
+import collections
+
 import keras
 import tensorflow as tf
 
-from tfssl.augment import deserialize_augment, serialize_augment, to_float_rgb, view_recipe
+from tfssl.augment import deserialize_augment, serialize_augment, to_float_rgb
+from tfssl.augment.recipes import as_view_recipe
 from tfssl.distribute import cross_replica_concat, replica_id_and_count
+from tfssl.encoders.flexible import any_size
+
+
+class Loss(collections.namedtuple("Loss", ["value", "features", "metrics", "state"], defaults=((), ()))):
+    """What `compute_loss` returns.
+
+    Fields:
+      value: float32 scalar, the loss as a mean over this replica's examples (for losses of global-batch
+        statistics, the global value): the base divides it by the replica count for the gradient sum.
+      features: `[n, D]` encoder features of this replica's first view, for the online probe (None: none).
+      metrics: `{name: scalar}` logged beside the loss (names listed in `metric_names`).
+      state: `{name: tensor}` handed to `after_step` (keys to enqueue, features for a bank, ...).
+    """
+
+
+class ParamGroup(collections.namedtuple("ParamGroup", ["variables", "optimizer", "frozen_steps"],
+                                        defaults=(None, 0))):
+    """Trainable variables updated together.
+
+    Fields:
+      variables: the group's variables.
+      optimizer: its own optimizer (e.g. SimSiam's fixed-rate predictor); None = the model's optimizer.
+      frozen_steps: for optimizer steps < this, the group's gradients are dropped and its weights held
+        (SwAV's prototypes, DINO's last layer); its optimizer slots see zero gradients meanwhile.
+    """
 
 
 @keras.saving.register_keras_serializable(package="tfssl")
 class SSLMethod(keras.Model):
     """Base class of all tfssl methods.
 
-    Input batches are either `(view1, view2, labels)` (augmented on the host, in tf.data) or
-    `(images, labels)` (augmented here, on the device, with `augment`). Labels are int, -1 when
+    A batch is a dict: `{"views": (view, ...), "labels": [B]}` when augmented on the host (tf.data), or
+    `{"images": [B, H, W, C], "seed": [B, 2], "labels": [B]}` when augmented here, on the device, with
+    `augment` (every row of "seed" holds the batch's `tfssl.augment.recipes.batch_seed`); plus "index"
+    `[B]` (position in the training split) for methods with `needs_index`. Labels are int, -1 when
     unlabelled; they feed only the online linear probe, which sees stop-gradient encoder features
     (Chen et al. 2020, appendix B.6), so it measures the representation without shaping it.
 
     Args:
-      encoder: backbone `keras.Model`, images `[B, S, S, C]` in [0, 1] -> features `[B, D]`; this is
-        what `tfssl-export` exports.
-      augment: view recipe `augment(images, seed) -> views` (or a `tfssl.augment.ViewPair`, one recipe
-        per view) for device-side augmentation, or None when views arrive already augmented.
+      encoder: backbone `keras.Model`, images `[B, S, S, C]` in [0, 1] -> features `[B, D]`.
+      augment: `tfssl.augment.ViewRecipe` for device-side augmentation (a `ViewPair` or a single per-image
+        recipe is converted, the latter to `default_views` views of it), or None when views arrive made.
       num_classes: classes of the online probe (None or 0: no probe).
       linear_probe: train the online stop-gradient linear probe when labels exist.
-      seed: base seed of the device-side augmentation.
+      seed: seed of the method's own randomness (MoCo's shuffles, InstDis' negatives).
+      clip_norm: clip each gradient to this L2 norm (0: no clipping; DINO: 3.0).
 
     A subclass that lists "collapse_std" in `metric_names` reports `collapse_std(z)` of its embeddings
     (see there); `keras_parts` names the constructor arguments that are Keras layers in `get_config`.
@@ -34,17 +73,21 @@ class SSLMethod(keras.Model):
 
     metric_names = ("loss",)
     keras_parts = ("encoder", "projector")
-    # What the input pipeline must deliver: views per image (host augmentation) and the example index.
-    num_views = 2
+    # Views a bare per-image recipe makes, and whether batches must carry each example's index.
+    default_views = 2
     needs_index = False
 
-    def __init__(self, encoder, augment=None, num_classes=None, linear_probe=True, seed=0, **kwargs):
+    def __init__(self, encoder, augment=None, num_classes=None, linear_probe=True, seed=0, clip_norm=0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
-        self.augment = augment
+        self.augment = as_view_recipe(augment, self.default_views)
         self.num_classes = num_classes or None
         self.linear_probe = bool(linear_probe and self.num_classes)
         self.seed = int(seed)
+        if not clip_norm >= 0:
+            raise ValueError(f"clip_norm must be >= 0 (0 = no clipping), got {clip_norm}")
+        self.clip_norm = float(clip_norm)
         self.probe = keras.layers.Dense(self.num_classes, name="probe") if self.linear_probe else None
         names = list(self.metric_names) + (["probe_loss", "probe_acc"] if self.linear_probe else [])
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
@@ -54,8 +97,12 @@ class SSLMethod(keras.Model):
         return list(self.trackers.values())
 
     def call(self, images, training=False):
-        """Embeds images with the encoder (what `predict` returns)."""
-        return self.encoder(images, training=training)
+        """Embeds images with the representation (what `predict` returns)."""
+        return self.representation()(images, training=training)
+
+    def representation(self):
+        """The network whose features evaluation, export and fine-tuning use."""
+        return self.encoder
 
     def build_heads(self):
         """Creates every variable (so checkpoints restore and optimizers build before step 1)."""
@@ -65,39 +112,117 @@ class SSLMethod(keras.Model):
         # Marked built so that Keras saving restores every part's weights and the optimizer state.
         self.built = True
 
-    # ---- views -------------------------------------------------------------------------------
-    def views(self, data):
-        """Returns `(view1, view2, labels)` from a host- or device-augmented batch."""
-        if len(data) == 3:
-            view1, view2, labels = data
-            return view1, view2, labels
-        images, labels = data
+    # ---- the hooks a method fills in ----------------------------------------------------------
+    def compute_loss(self, views, batch):
+        """`Loss` of one step from the batch's views (tuple of `[n, S_v, S_v, 3]`); see the module docstring."""
+        raise NotImplementedError(f"{type(self).__name__} must implement compute_loss(views, batch)")
+
+    def param_groups(self):
+        """The `ParamGroup`s of the trainable variables (default: one group, the model's optimizer)."""
+        return [ParamGroup(self.trainable_variables)]
+
+    def momentum_pairs(self):
+        """`(online, target)` variable pairs the base moves by EMA after each step (default: none)."""
+        return []
+
+    def target_momentum(self, step):
+        """EMA decay at optimizer step `step` for `momentum_pairs` (float32 scalar)."""
+        raise NotImplementedError(f"{type(self).__name__} has momentum pairs and must define target_momentum")
+
+    def after_step(self, state, step):
+        """Updates non-trainable state from `Loss.state` after the gradient step (default: nothing)."""
+        del state, step  # a body AutoGraph can convert
+
+    # ---- views ------------------------------------------------------------------------------
+    def views(self, batch):
+        """The tuple of views of a host- or device-augmented batch dict."""
+        if "views" in batch:
+            return tuple(batch["views"])
         if self.augment is None:
-            raise ValueError("batches of (images, labels) need an `augment` recipe for device-side augmentation")
-        images = to_float_rgb(images)
-        replica_id, num_replicas = replica_id_and_count()
-        # A fresh, reproducible seed per (step, replica, view): resuming at step s replays the same views.
-        counter = (tf.cast(self.optimizer.iterations, tf.int32) * num_replicas + replica_id) * 2
-        view1 = view_recipe(self.augment, 0)(images, tf.stack([self.seed, counter]))
-        view2 = view_recipe(self.augment, 1)(images, tf.stack([self.seed, counter + 1]))
-        return view1, view2, labels
+            raise ValueError("a batch of images needs an `augment` view recipe for device-side augmentation")
+        return self.augment(to_float_rgb(batch["images"]), batch["seed"][0])
 
-    # ---- shared pieces of train_step -----------------------------------------------------------
+    @staticmethod
+    def encode(network, views):
+        """`network` (an encoder) over views of any sizes, one call per run of equal-size views (their BN
+        statistics shared, as multi-crop implementations do); returns one output per view."""
+        flexible = any_size(network)
+        nominal = network.input.shape[1]
+        outputs, sizes = [], [int(v.shape[1]) if v.shape[1] is not None else -1 for v in views]
+        start = 0
+        while start < len(views):
+            stop = start + 1
+            while stop < len(views) and sizes[stop] == sizes[start]:
+                stop += 1
+            run = network if sizes[start] == nominal else flexible
+            out = run(tf.concat(views[start:stop], axis=0), training=True)
+            outputs += tf.split(out, stop - start, axis=0) if stop - start > 1 else [out]
+            start = stop
+        return outputs
+
+    # ---- the step -----------------------------------------------------------------------------
+    def train_step(self, batch):
+        views = self.views(batch)
+        step = tf.identity(self.optimizer.iterations)  # the step this update is, before it increments
+        _, num_replicas = replica_id_and_count()
+        with tf.GradientTape() as tape:
+            out = self.compute_loss(views, batch)
+            probe = self.probe_loss(out.features, batch["labels"])
+            # Losses are means over this replica's share of the global batch: divided once by the replica
+            # count, the gradients the strategy sums are those of the global-batch mean.
+            total = (tf.cast(out.value, tf.float32) + probe) / num_replicas
+        self.apply_param_groups(tape, total, step)
+        pairs = self.momentum_pairs()
+        if pairs:
+            self.momentum_update([o for o, _ in pairs], [t for _, t in pairs], self.target_momentum(step))
+        self.after_step(dict(out.state), step)
+        return self.update_metrics(loss=out.value, **dict(out.metrics))
+
+    def apply_param_groups(self, tape, total, step):
+        """One optimizer step for every `ParamGroup`: one gradient computation, clipping, frozen groups."""
+        groups = self.param_groups()
+        variables = [v for group in groups for v in group.variables]
+        grads = self.gradients(tape, total, variables)
+        scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)  # 1 unless mixed float16
+        if self.clip_norm:
+            # Clipped at the loss-scaled norm, i.e. clip_norm on the true gradient.
+            grads = [None if g is None else tf.clip_by_norm(g, self.clip_norm * tf.cast(scale, g.dtype))
+                     for g in grads]
+        main, others, held, start = [], [], [], 0
+        for group in groups:
+            pairs = list(zip(grads[start:start + len(group.variables)], group.variables))
+            start += len(group.variables)
+            if group.frozen_steps:
+                frozen = step < group.frozen_steps
+                pairs = [(None if g is None else tf.where(frozen, tf.zeros_like(g), g), v) for g, v in pairs]
+                held += [(v, tf.identity(v), frozen) for _, v in pairs]
+            if group.optimizer is None:
+                main += pairs
+            else:
+                # The main optimizer unscales its gradients under mixed float16; another one is a plain optimizer.
+                others.append((group.optimizer, [(None if g is None else g / tf.cast(scale, g.dtype), v)
+                                                 for g, v in pairs]))
+        self.optimizer.apply_gradients(main)
+        for optimizer, pairs in others:
+            optimizer.apply_gradients(pairs)
+        for variable, before, frozen in held:  # weight decay must not move a frozen group either
+            variable.assign(tf.where(frozen, before, variable))
+
+    # ---- shared pieces ------------------------------------------------------------------------
     def probe_loss(self, features, labels):
-        """Cross-entropy of the online linear probe on stop-gradient `features` `[n, D]`.
+        """Cross-entropy of the online linear probe on stop-gradient `features` `[n, D]` (local mean).
 
-        Unlabelled examples (label < 0) are masked out. Scaled like the contrastive loss (divided by
-        the number of replicas) so that summed replica gradients equal the global-batch gradient.
+        Unlabelled examples (label < 0) are masked out; the mean is over all n rows, so that divided by the
+        replica count (as `train_step` does) the summed gradients are the global-batch gradient.
         """
-        if self.probe is None:
+        if self.probe is None or features is None:
             return tf.constant(0.0)
         labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
         logits = tf.cast(self.probe(tf.stop_gradient(features)), tf.float32)
         labelled = tf.cast(labels >= 0, tf.float32)
         per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.maximum(labels, 0), logits=logits) * labelled
-        _, num_replicas = replica_id_and_count()
-        loss = tf.reduce_sum(per_example) / tf.cast(tf.size(labels) * num_replicas, tf.float32)
+        loss = tf.reduce_sum(per_example) / tf.cast(tf.size(labels), tf.float32)
         hits = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels), tf.float32)
         count = tf.reduce_sum(labelled)
         self.trackers["probe_acc"].update_state(
@@ -113,14 +238,12 @@ class SSLMethod(keras.Model):
         scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), loss.dtype)
         return tape.gradient(loss, variables, output_gradients=scale)
 
-    def apply_gradients(self, tape, loss, variables=None):
-        """Backpropagates `loss` and applies one optimizer step."""
-        variables = self.trainable_variables if variables is None else variables
-        self.optimizer.apply_gradients(zip(self.gradients(tape, loss, variables), variables))
-
     def build_optimizers(self):
         """Creates the optimizer slots of every trainable variable (before a checkpoint restore)."""
-        self.optimizer.build(self.trainable_variables)
+        for group in self.param_groups():
+            if group.optimizer is not None:
+                group.optimizer.build(group.variables)
+        self.optimizer.build([v for g in self.param_groups() if g.optimizer is None for v in g.variables])
 
     def update_metrics(self, **values):
         """Updates the named trackers and returns every tracker's current result."""
@@ -207,6 +330,7 @@ class SSLMethod(keras.Model):
             "num_classes": self.num_classes,
             "linear_probe": self.linear_probe,
             "seed": self.seed,
+            "clip_norm": self.clip_norm,
         }
 
     @classmethod

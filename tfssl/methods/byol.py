@@ -5,11 +5,15 @@ Online: encoder f, projector g, predictor q. Target: EMA copy of f and g, tau ri
 on a cosine over training (sec. 3.2). Loss: normalised MSE between q(z) and the target's projection of
 the other view, symmetrised (eq. 2). Views: the asymmetric recipe `tfssl.augment.byol_views`.
 """
+import dataclasses
+
 import keras
 import tensorflow as tf
 
 from tfssl.losses import normalized_mse_loss
-from tfssl.methods.siamese import SiameseMethod
+from tfssl.methods.base import Loss
+from tfssl.methods.registry import option
+from tfssl.methods.siamese import SiameseMethod, SiameseOptions
 from tfssl.optim.momentum import cosine_momentum
 
 
@@ -60,21 +64,17 @@ class BYOL(SiameseMethod):
         """Symmetric BYOL loss: nmse(q(z1), z'2) + nmse(q(z2), z'1), each 2 - 2 cos (eq. 2)."""
         return normalized_mse_loss(p1, target2) + normalized_mse_loss(p2, target1)
 
-    def train_step(self, data):
-        view1, view2, labels = self.views(data)
-        step = tf.identity(self.optimizer.iterations)  # the step this update is, before it increments
-        # The target runs outside the tape: nothing downstream of it is differentiated.
+    def compute_loss(self, views, batch):
+        view1, view2 = views
+        # The target branch is a constant for the optimiser (stop-gradient, non-trainable weights).
         target1, target2 = self.target_projection(view1), self.target_projection(view2)
-        with tf.GradientTape() as tape:
-            h1, z1, p1 = self.online(view1)
-            _, z2, p2 = self.online(view2)
-            loss, extra = self.pair_loss(p1, p2, target1, target2)
-            total = loss + self.probe_loss(h1, labels)
-        self.apply_gradients(tape, total)
-        tau = self.target_momentum(step)
-        pairs = self.target_pairs()
-        self.momentum_update([o for o, _ in pairs], [t for _, t in pairs], tau)
-        return self.report(loss, z1, z2, **extra)
+        h1, z1, p1 = self.online(view1)
+        _, z2, p2 = self.online(view2)
+        loss, extra = self.pair_loss(p1, p2, target1, target2)
+        return Loss(loss, h1, {**self.monitors(z1, z2), **extra})
+
+    def momentum_pairs(self):
+        return self.target_pairs()
 
     def pair_loss(self, p1, p2, target1, target2):
         """`(loss, extra metrics)` of the predictions against the target projections (MoCo v3 overrides)."""
@@ -84,3 +84,21 @@ class BYOL(SiameseMethod):
         config = super().get_config()
         config.update(tau_base=self.tau_base, total_steps=self.total_steps)
         return config
+
+
+@dataclasses.dataclass
+class BYOLOptions(SiameseOptions):
+    """BYOL's options; defaults: the paper's ImageNet setting."""
+
+    NAME = "byol"
+
+    tau_base: float = option(0.996, "Target EMA decay at step 0, rising to 1 on a cosine (paper: 0.996).")
+
+    def validate(self, train, num_replicas=1):
+        super().validate(train, num_replicas)
+        self.check_range("tau_base", 0.0, 1.0, paper=0.996)
+
+    def build(self, train, encoder, context, **common):
+        projector, predictor = self.heads(train, encoder)
+        return BYOL(encoder, projector, predictor, tau_base=self.tau_base, total_steps=context.total_steps,
+                    **common)

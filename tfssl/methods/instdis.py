@@ -19,16 +19,17 @@ Choices made here, stated because they are not forced by the paper:
 - The bank momentum is 0.5 (the paper's proximal setting), the loss the local mean divided by the
   number of replicas; the bank math runs in float32 even under mixed precision.
 """
+import dataclasses
 import numbers
 
 import keras
 import tensorflow as tf
 
-from tfssl.augment import to_float_rgb, view_recipe
-from tfssl.distribute import replica_id_and_count
-from tfssl.heads import MemoryBank
-from tfssl.losses import check_instdis_loss, check_temperature, estimate_nce_normalizer, instdis_logits, instdis_loss
-from tfssl.methods.base import SSLMethod
+from tfssl.heads import MemoryBank, ProjectionHead
+from tfssl.losses import (INSTDIS_LOSSES, check_instdis_loss, check_temperature, estimate_nce_normalizer,
+                          instdis_logits, instdis_loss)
+from tfssl.methods.base import Loss, SSLMethod
+from tfssl.methods.registry import MethodOptions, option
 
 # Folded into the negatives' seed so that their stream differs from the augmentation's (seed, counter).
 _NEGATIVES_SALT = 0x1D15
@@ -43,9 +44,8 @@ def _is_count(value):
 class InstDis(SSLMethod):
     """Instance discrimination: one view -> encoder f -> linear projection -> L2 norm -> bank loss.
 
-    Batches are `(views float [B, S, S, 3], labels [B], index [B])` when augmented on the host
-    (`augment=None`) or `(images uint8/float [B, H, W, C], labels, index)` augmented here; `index`
-    is each example's position in the training split, in [0, num_examples).
+    One view per image; batches carry "index", each example's position in the training split, in
+    [0, num_examples) (the bank row).
 
     Args:
       encoder: backbone, images -> `[B, D]`.
@@ -59,8 +59,8 @@ class InstDis(SSLMethod):
       **kwargs: `SSLMethod` arguments (augment, num_classes, linear_probe, seed, name).
     """
 
-    num_views = 1
     needs_index = True
+    default_views = 1
     metric_names = ("loss", "collapse_std")
     keras_parts = ("encoder", "projector")
 
@@ -96,21 +96,6 @@ class InstDis(SSLMethod):
             self.projector.build((None, int(self.encoder.output.shape[-1])))
         super().build_heads()
 
-    # ---- pieces of train_step -----------------------------------------------------------------
-    def view(self, data):
-        """Returns `(view [B, S, S, 3] float32, labels, index)` from a host- or device-augmented batch."""
-        if len(data) != 3:
-            raise ValueError(f"InstDis batches are (view or images, labels, index) triples, got {len(data)} "
-                             "elements: the pipeline must keep each example's index")
-        images, labels, index = data
-        if self.augment is None:
-            return tf.cast(images, tf.float32), labels, index
-        replica_id, num_replicas = replica_id_and_count()
-        # One view per image: a fresh, reproducible seed per (step, replica), as in SSLMethod.views.
-        counter = tf.cast(self.optimizer.iterations, tf.int32) * num_replicas + replica_id
-        view = view_recipe(self.augment, 0)(to_float_rgb(images), tf.stack([self.seed, counter]))
-        return view, labels, index
-
     def negative_indices(self, step):
         """The K negatives of optimizer step `step`: int64 `[K]`, uniform on [0, N) with replacement.
 
@@ -134,27 +119,26 @@ class InstDis(SSLMethod):
         self.normalizer.assign(normalizer)
         return normalizer
 
-    def train_step(self, data):
+    def compute_loss(self, views, batch):
         if self.bank is None:
             raise ValueError("InstDis was built without num_examples, so it has no memory bank and cannot train: "
                              "pass num_examples = the size of the training split")
-        view, labels, index = self.view(data)
+        if "index" not in batch:
+            raise ValueError("InstDis batches need each example's 'index' in the training split (the bank row)")
+        (view,), index = views, batch["index"]
         negatives = self.bank.lookup(self.negative_indices(self.optimizer.iterations))
         positives = self.bank.lookup(index)
-        with tf.GradientTape() as tape:
-            h = self.encoder(view, training=True)
-            z = self.projector(h, training=True)
-            f = tf.math.l2_normalize(tf.cast(z, tf.float32), axis=1)
-            normalizer = self.frozen_normalizer(f, positives, negatives) if self.objective == "nce" else None
-            loss = instdis_loss(f, positives, negatives, self.temperature, self.objective,
-                                num_data=self.num_examples, normalizer=normalizer).loss
-            total = loss + self.probe_loss(h, labels)
-        self.apply_gradients(tape, total)
+        h = self.encoder(view, training=True)
+        z = self.projector(h, training=True)
+        f = tf.math.l2_normalize(tf.cast(z, tf.float32), axis=1)
+        normalizer = self.frozen_normalizer(f, positives, negatives) if self.objective == "nce" else None
+        loss = instdis_loss(f, positives, negatives, self.temperature, self.objective,
+                            num_data=self.num_examples, normalizer=normalizer).loss
+        return Loss(loss, h, {"collapse_std": self.collapse_std(z)}, {"index": index, "features": f})
+
+    def after_step(self, state, step):
         # The bank stores this step's features (computed before the update), after the gradient step.
-        self.bank.update(index, f)
-        _, num_replicas = replica_id_and_count()
-        # The loss was divided by the replica count for the gradient sum; report the plain mean.
-        return self.update_metrics(loss=loss * num_replicas, collapse_std=self.collapse_std(z))
+        self.bank.update(state["index"], state["features"])
 
     def get_config(self):
         config = super().get_config()
@@ -162,3 +146,40 @@ class InstDis(SSLMethod):
                       num_examples=self.num_examples, temperature=self.temperature,
                       num_negatives=self.num_negatives, bank_momentum=self.bank_momentum, loss=self.objective)
         return config
+
+
+@dataclasses.dataclass
+class InstDisOptions(MethodOptions):
+    """InstDis' options; defaults: the paper's ImageNet setting."""
+
+    NAME = "instdis"
+    ARCHITECTURE = ("proj_dim", "head_bn")
+    LEGACY = {"negatives": "instdis_negatives", "momentum": "instdis_momentum", "loss": "instdis_loss",
+              "head_bn": "instdis_head_bn"}
+
+    temperature: float = option(0.07, "Temperature tau (paper: 0.07).")
+    proj_dim: int = option(128, "Feature dimension of the linear head (paper: 128).")
+    negatives: int = option(4096, "Negatives drawn from the memory bank per step (paper: 4096).")
+    momentum: float = option(0.5, "Memory-bank update momentum (paper: 0.5).")
+    loss: str = option("nce", "nce (the paper's NCE, Z frozen after step 1) or softmax.", choices=INSTDIS_LOSSES)
+    head_bn: bool = option(False, "Batch norm on the linear head's output (the paper has none; small encoders "
+                                  "need it, see flags/instdis_fashion_mnist.flags).")
+
+    def validate(self, train, num_replicas=1):
+        self.check_positive("temperature", "proj_dim", "negatives")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"{self.flag('momentum')} must be in [0, 1) (paper: 0.5), got {self.momentum}")
+
+    def augment(self, train):
+        """MoCo v1's recipe (which it took over from InstDis): 20-100% crops, jitter always, no blur."""
+        from tfssl.augment import SimCLRAugment
+
+        return SimCLRAugment(train.image_size, color_jitter_strength=train.color_jitter_strength, blur=False,
+                             crop_area=(0.2, 1.0), jitter_prob=1.0)
+
+    def build(self, train, encoder, context, **common):
+        # The paper's head: one linear layer, then L2 normalisation (in the method); optionally
+        # batch-normalised, which keeps a small encoder's nearly parallel random-init features apart.
+        projector = ProjectionHead(num_layers=1, output_dim=self.proj_dim, use_bn=self.head_bn, name="projector")
+        return InstDis(encoder, projector, num_examples=context.num_examples, temperature=self.temperature,
+                       num_negatives=self.negatives, bank_momentum=self.momentum, loss=self.loss, **common)

@@ -16,14 +16,17 @@ benchmarks) that is the only way to get more than one group, so the Fashion-MNIS
 Sync BN would normalise over the whole global batch and re-open the leak, so `--sync_bn` is refused
 for MoCo v1/v2 (MoCo v3 has no queue and uses sync BN, as its paper does).
 """
+import dataclasses
+
 import keras
 import tensorflow as tf
 
 from tfssl import rng
 from tfssl.distribute import cross_replica_concat, replica_id_and_count
-from tfssl.heads import KeyQueue
+from tfssl.heads import KeyQueue, ProjectionHead
 from tfssl.losses import infonce_loss
-from tfssl.methods.base import SSLMethod
+from tfssl.methods.base import Loss, SSLMethod
+from tfssl.methods.registry import MethodOptions, option
 
 
 def shuffle_permutation(global_size, seed):
@@ -116,29 +119,102 @@ class MoCo(SSLMethod):
         keys = tf.gather(shuffled_keys, tf.argsort(perm, stable=True))
         return tf.stop_gradient(keys[replica_id * n:(replica_id + 1) * n])
 
-    def train_step(self, data):
-        view1, view2, labels = self.views(data)
-        step = tf.identity(self.optimizer.iterations)
-        keys = self.keys(view2, step)  # computed with f_k before this step's update, as in Alg. 1
-        queue = self.queue.read()
-        with tf.GradientTape() as tape:
-            # Queries go through the encoder's BN in the same groups as the keys' replicas/splits, unshuffled
-            # (the MoCo heads have no BN, so the head sees the whole batch at once).
-            h = grouped_apply(self.encoder, view1, self.bn_splits)
-            q = self.projector(h, training=True)
-            output = infonce_loss(q, keys, queue, self.temperature)
-            total = output.loss + self.probe_loss(h, labels)
-        self.apply_gradients(tape, total)
-        pairs = self.key_pairs()
-        self.momentum_update([a for a, _ in pairs], [b for _, b in pairs], self.momentum)
-        self.queue.enqueue(tf.math.l2_normalize(tf.cast(keys, tf.float32), axis=1))
-        _, num_replicas = replica_id_and_count()
+    def compute_loss(self, views, batch):
+        view1, view2 = views
+        # Keys with f_k before this step's update (Alg. 1); no gradient reaches the key encoder.
+        keys = self.keys(view2, self.optimizer.iterations)
+        # Queries go through the encoder's BN in the same groups as the keys' replicas/splits, unshuffled
+        # (the MoCo heads have no BN, so the head sees the whole batch at once).
+        h = grouped_apply(self.encoder, view1, self.bn_splits)
+        q = self.projector(h, training=True)
+        output = infonce_loss(q, keys, self.queue.read(), self.temperature)
         hits = tf.cast(tf.equal(tf.argmax(output.logits, axis=1, output_type=tf.int32), output.labels), tf.float32)
-        return self.update_metrics(loss=output.loss * num_replicas, collapse_std=self.collapse_std(q),
-                                   key_acc=tf.reduce_mean(hits))
+        return Loss(output.loss, h, {"collapse_std": self.collapse_std(q), "key_acc": tf.reduce_mean(hits)},
+                    {"keys": keys})
+
+    def momentum_pairs(self):
+        return self.key_pairs()
+
+    def target_momentum(self, step):
+        return tf.constant(self.momentum, tf.float32)
+
+    def after_step(self, state, step):
+        self.queue.enqueue(tf.math.l2_normalize(tf.cast(state["keys"], tf.float32), axis=1))
 
     def get_config(self):
         config = super().get_config()
         config.update(projector=keras.saving.serialize_keras_object(self.projector), queue_size=self.queue_size,
                       momentum=self.momentum, temperature=self.temperature, bn_splits=self.bn_splits)
         return config
+
+
+@dataclasses.dataclass
+class MoCoV2Options(MethodOptions):
+    """MoCo v2's options; defaults: the paper's ImageNet setting (2-layer head, temperature 0.2)."""
+
+    NAME = "moco_v2"
+    ARCHITECTURE = ("proj_layers", "proj_dim", "proj_hidden_dim", "queue_size")
+    LEGACY = {"queue_size": "moco_queue_size", "momentum": "moco_momentum", "bn_splits": "moco_bn_splits"}
+
+    queue_size: int = option(65536, "Keys in the queue of negatives (paper: 65536).")
+    momentum: float = option(0.999, "Key-encoder EMA momentum m (paper: 0.999).")
+    temperature: float = option(0.2, "InfoNCE temperature (v1: 0.07, v2: 0.2).")
+    bn_splits: int = option(1, "Shuffled-BN groups per replica (> 1 on one device blocks the BN leak; see "
+                               "tfssl/methods/moco.py).")
+    proj_layers: int = option(2, "Head depth (v2: Dense -> ReLU -> Dense).")
+    proj_dim: int = option(128, "Key / query dimension.")
+    proj_hidden_dim: int = option(0, "Head hidden width; 0 = the encoder's output width (2048 for a ResNet-50).")
+
+    def validate(self, train, num_replicas=1):
+        if train.sync_bn:
+            raise ValueError("--sync_bn re-opens the batch-norm leak that MoCo v1/v2's shuffled BN closes; "
+                             "leave it off for this method")
+        self.check_positive("queue_size", "bn_splits", "temperature", "proj_layers", "proj_dim")
+        self.check_range("momentum", 0.0, 1.0, paper=0.999)
+        self.check_range("proj_hidden_dim", 0, float("inf"))
+        local = train.batch_size // max(num_replicas, 1)
+        if local % self.bn_splits:
+            raise ValueError(f"{self.flag('bn_splits')}={self.bn_splits} must divide the per-replica batch {local}")
+
+    def augment(self, train):
+        """SimCLR's recipe with blur and crops of 20-100% area (MoCo v2, sec. 3)."""
+        from tfssl.augment import SimCLRAugment
+
+        return SimCLRAugment(train.image_size, color_jitter_strength=train.color_jitter_strength,
+                             blur=train.resolved_blur(), crop_area=(0.2, 1.0))
+
+    def head(self):
+        """MoCo v2's head: Dense(hidden) -> ReLU -> Dense(128), no BN (v1 overrides: one linear layer)."""
+        return ProjectionHead(num_layers=self.proj_layers, output_dim=self.proj_dim,
+                              hidden_dim=self.proj_hidden_dim or None, use_bn=False, name="projector")
+
+    def build(self, train, encoder, context, **common):
+        return MoCo(encoder, self.head(), queue_size=self.queue_size, momentum=self.momentum,
+                    temperature=self.temperature, bn_splits=self.bn_splits, **common)
+
+
+@dataclasses.dataclass
+class MoCoV1Options(MoCoV2Options):
+    """MoCo v1's options: a linear head, temperature 0.07, the InstDis augmentation."""
+
+    NAME = "moco_v1"
+    ARCHITECTURE = ("proj_dim", "queue_size")
+
+    temperature: float = option(0.07, "InfoNCE temperature (v1: 0.07).")
+    proj_layers: int = option(1, "Head depth: v1 is one linear layer (only 1 is accepted).")
+    proj_hidden_dim: int = option(0, "Unused by v1 (one linear layer).")
+
+    def validate(self, train, num_replicas=1):
+        super().validate(train, num_replicas)
+        self.check_range("proj_layers", 1, 1)
+
+    def augment(self, train):
+        """Crops of 20-100% area, colour jitter always, grayscale p 0.2, no blur (v1 / InstDis recipe; hue
+        range is the SimCLR recipe's 0.2 * s)."""
+        from tfssl.augment import SimCLRAugment
+
+        return SimCLRAugment(train.image_size, color_jitter_strength=train.color_jitter_strength, blur=False,
+                             crop_area=(0.2, 1.0), jitter_prob=1.0)
+
+    def head(self):
+        return ProjectionHead(num_layers=1, output_dim=self.proj_dim, use_bn=False, name="projector")

@@ -10,11 +10,14 @@ in the paper's ResNet setting (`--sync_bn`). Views: BYOL's asymmetric recipe, wh
 Backbones: ResNets, or the paper's ViT (`--encoder=vit_small --patch_size=16 --freeze_patch_embed`, see
 `tfssl/encoders/vit.py` and flags/moco_v3_vit_imagenet.flags), whose projector has 3 layers instead of 2.
 """
+import dataclasses
+
 import keras
 import tensorflow as tf
 
 from tfssl.losses import symmetric_contrastive_loss
-from tfssl.methods.byol import BYOL
+from tfssl.methods.byol import BYOL, BYOLOptions
+from tfssl.methods.registry import option
 
 
 @keras.saving.register_keras_serializable(package="tfssl")
@@ -53,3 +56,26 @@ class MoCoV3(BYOL):
         config = super().get_config()
         config.update(temperature=self.temperature)
         return config
+
+
+@dataclasses.dataclass
+class MoCoV3Options(BYOLOptions):
+    """MoCo v3's options; defaults: the paper's ResNet-50 setting (ViT: 3 projector layers, temperature 0.2)."""
+
+    NAME = "moco_v3"
+
+    pred_hidden_dim: int = option(4096, "Predictor hidden width; 0 = the projector's hidden width.")
+    temperature: float = option(1.0, "Contrastive temperature (ResNet-50: 1.0, ViT: 0.2).")
+    tau_base: float = option(0.99, "Momentum at step 0, rising to 1 on a cosine (paper: 0.99).")
+
+    last_bn = True
+
+    def validate(self, train, num_replicas=1):
+        super().validate(train, num_replicas)
+        self.check_positive("temperature")
+
+    def build(self, train, encoder, context, **common):
+        # The ViT predictor ends with a parameter-free BN too (reference code).
+        projector, predictor = self.heads(train, encoder, pred_last_bn=train.encoder.startswith("vit_"))
+        return MoCoV3(encoder, projector, predictor, temperature=self.temperature, tau_base=self.tau_base,
+                      total_steps=context.total_steps, **common)

@@ -3,12 +3,14 @@
 Grill et al. 2020 (BYOL), fig. 2; Chen & He 2021 (SimSiam), fig. 1. Each method file adds what makes
 it particular: the target branch (an EMA copy, or the same network behind a stop-gradient) and the loss.
 """
+import dataclasses
+
 import keras
 import tensorflow as tf
 
-from tfssl.distribute import replica_id_and_count
 from tfssl.heads import ProjectionHead, predictor_head
 from tfssl.methods.base import SSLMethod
+from tfssl.methods.registry import MethodOptions, option
 
 
 @keras.saving.register_keras_serializable(package="tfssl")
@@ -53,11 +55,9 @@ class SiameseMethod(SSLMethod):
         z = self.projector(h, training=True)
         return h, z, self.predictor(z, training=True)
 
-    def report(self, loss, z1, z2, **extra):
-        """Updates the trackers: plain-mean loss (undoing the replica division) and the collapse monitor."""
-        _, num_replicas = replica_id_and_count()
-        return self.update_metrics(loss=loss * num_replicas, collapse_std=self.collapse_std(tf.concat([z1, z2], 0)),
-                                   **extra)
+    def monitors(self, z1, z2):
+        """The collapse monitor over both views' projections."""
+        return {"collapse_std": self.collapse_std(tf.concat([z1, z2], 0))}
 
     def get_config(self):
         config = super().get_config()
@@ -88,3 +88,41 @@ def default_heads(feature_dim, proj_layers, proj_dim, proj_hidden_dim, pred_hidd
                                last_bn=last_bn, last_bn_scale=False, sync_bn=sync_bn, name="projector")
     predictor = predictor_head(proj_dim, pred_hidden_dim, sync_bn=sync_bn, name="predictor", last_bn=pred_last_bn)
     return projector, predictor
+
+
+@dataclasses.dataclass
+class SiameseOptions(MethodOptions):
+    """Head sizes shared by BYOL, SimSiam and MoCo v3 (defaults: BYOL's ImageNet setting)."""
+
+    ARCHITECTURE = ("proj_layers", "proj_dim", "proj_hidden_dim", "pred_hidden_dim")
+
+    proj_layers: int = option(2, "Projector depth.")
+    proj_dim: int = option(256, "Projection (and prediction) width.")
+    proj_hidden_dim: int = option(4096, "Projector hidden width; 0 = the encoder's output width.")
+    pred_hidden_dim: int = option(0, "Predictor hidden width; 0 = the projector's hidden width.")
+
+    # The projector ends with a BN without scale or shift (SimSiam, MoCo v3), or a plain Dense (BYOL).
+    last_bn = False
+
+    def validate(self, train, num_replicas=1):
+        self.check_positive("proj_layers", "proj_dim")
+        self.check_range("proj_hidden_dim", 0, float("inf"))
+        self.check_range("pred_hidden_dim", 0, float("inf"))
+
+    def augment(self, train):
+        """BYOL's asymmetric pair (blur p 1.0 / 0.1, solarise p 0 / 0.2); MoCo v3 adopts it."""
+        from tfssl.augment import byol_views
+
+        return byol_views(train.image_size, color_jitter_strength=train.color_jitter_strength,
+                          blur=train.resolved_blur())
+
+    def predictor_hidden(self, proj_hidden):
+        return self.pred_hidden_dim or proj_hidden
+
+    def heads(self, train, encoder, pred_last_bn=False):
+        """`(projector, predictor)` sized by these options."""
+        feature_dim = int(encoder.output.shape[-1])
+        proj_hidden = self.proj_hidden_dim or feature_dim
+        return default_heads(feature_dim, self.proj_layers, self.proj_dim, proj_hidden,
+                             self.predictor_hidden(proj_hidden), last_bn=self.last_bn, sync_bn=train.sync_bn,
+                             pred_last_bn=pred_last_bn)

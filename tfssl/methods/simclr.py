@@ -5,13 +5,15 @@ Chen et al., "Big Self-Supervised Models are Strong Semi-Supervised Learners", N
 projection head with BN, fine-tuning from a middle head layer). v1 and v2 differ only in the head, so
 both are this class: `proj_layers=2` is v1, `proj_layers=3` with `keep_proj_layer=1` is v2.
 """
+import dataclasses
+
 import keras
 import tensorflow as tf
 
-from tfssl.distribute import replica_id_and_count
 from tfssl.heads import ProjectionHead
 from tfssl.losses import check_temperature, contrastive_accuracy_and_entropy, nt_xent_loss
-from tfssl.methods.base import SSLMethod
+from tfssl.methods.base import Loss, SSLMethod
+from tfssl.methods.registry import MethodOptions, option
 
 
 @keras.saving.register_keras_serializable(package="tfssl")
@@ -38,21 +40,15 @@ class SimCLR(SSLMethod):
             self.projector.build((None, int(self.encoder.output.shape[-1])))
         super().build_heads()
 
-    def train_step(self, data):
-        view1, view2, labels = self.views(data)
+    def compute_loss(self, views, batch):
+        view1, view2 = views
         n = tf.shape(view1)[0]
-        with tf.GradientTape() as tape:
-            # One encoder pass over both views, so batch norm sees all 2n images (as in the paper).
-            h = self.encoder(tf.concat([view1, view2], axis=0), training=True)
-            z1, z2 = tf.split(self.projector(h, training=True), 2, axis=0)
-            contrastive = nt_xent_loss(z1, z2, self.temperature)
-            loss = contrastive.loss + self.probe_loss(h[:n], labels)
-        self.apply_gradients(tape, loss)
+        # One encoder pass over both views, so batch norm sees all 2n images (as in the paper).
+        h = self.encoder(tf.concat([view1, view2], axis=0), training=True)
+        z1, z2 = tf.split(self.projector(h, training=True), 2, axis=0)
+        contrastive = nt_xent_loss(z1, z2, self.temperature)
         acc, entropy = contrastive_accuracy_and_entropy(contrastive.logits, contrastive.labels)
-        _, num_replicas = replica_id_and_count()
-        # The loss was divided by the replica count for the gradient sum; report the plain mean.
-        return self.update_metrics(loss=contrastive.loss * num_replicas, contrast_acc=acc,
-                                   contrast_entropy=entropy)
+        return Loss(contrastive.loss, h[:n], {"contrast_acc": acc, "contrast_entropy": entropy})
 
     def fine_tune_model(self):
         """Encoder plus the head layers SimCLRv2 keeps for fine-tuning (`projector.keep_layer`)."""
@@ -66,3 +62,35 @@ class SimCLR(SSLMethod):
         config.update(projector=keras.saving.serialize_keras_object(self.projector),
                       temperature=self.temperature)
         return config
+
+
+@dataclasses.dataclass
+class SimCLROptions(MethodOptions):
+    """SimCLR's options; defaults: the paper's ImageNet setting (v1 head)."""
+
+    NAME = "simclr"
+    ARCHITECTURE = ("proj_layers", "proj_dim", "proj_hidden_dim")
+
+    temperature: float = option(0.1, "NT-Xent temperature (paper: 0.1 ImageNet, 0.5 CIFAR-10).")
+    proj_layers: int = option(2, "Projection-head depth (v1: 2, v2: 3).")
+    proj_dim: int = option(128, "Projection output dimension.")
+    proj_hidden_dim: int = option(0, "Projection hidden width; 0 = the encoder's output width.")
+    keep_proj_layer: int = option(0, "Head layers kept for fine-tuning (v2: 1; 0 = encoder output only).")
+
+    def validate(self, train, num_replicas=1):
+        self.check_positive("temperature", "proj_layers", "proj_dim")
+        self.check_range("proj_hidden_dim", 0, float("inf"))
+        self.check_range("keep_proj_layer", 0, self.proj_layers)
+
+    def augment(self, train):
+        from tfssl.augment import SimCLRAugment
+
+        return SimCLRAugment(train.image_size, color_jitter_strength=train.color_jitter_strength,
+                             blur=train.resolved_blur())
+
+    def build(self, train, encoder, context, **common):
+        projector = ProjectionHead(num_layers=self.proj_layers, output_dim=self.proj_dim,
+                                   hidden_dim=self.proj_hidden_dim or None, keep_layer=self.keep_proj_layer,
+                                   sync_bn=train.sync_bn, name="projector")
+        return SimCLR(encoder, projector=projector, temperature=self.temperature, **common)
+

@@ -5,11 +5,14 @@ Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021, Algori
     L = D(p1, stopgrad(z2)) / 2 + D(p2, stopgrad(z1)) / 2,  D = negative cosine similarity.
 No negatives, no momentum encoder: the stop-gradient is what prevents collapse (sec. 4.1).
 """
+import dataclasses
+
 import keras
-import tensorflow as tf
 
 from tfssl.losses import negative_cosine_loss
-from tfssl.methods.siamese import SiameseMethod
+from tfssl.methods.base import Loss, ParamGroup
+from tfssl.methods.registry import option
+from tfssl.methods.siamese import SiameseMethod, SiameseOptions
 
 
 @keras.saving.register_keras_serializable(package="tfssl")
@@ -47,45 +50,56 @@ class SimSiam(SiameseMethod):
         if self.built:
             self.build_optimizers()
 
-    def _variable_groups(self):
-        """`(scheduled variables, predictor variables)` when the predictor's rate is fixed."""
+    def param_groups(self):
+        """One group, or with `fix_predictor_lr` the predictor apart, at its constant-rate optimizer."""
+        if not self.fix_predictor_lr:
+            return super().param_groups()
         predictor = {id(v) for v in self.predictor.trainable_variables}
         rest = [v for v in self.trainable_variables if id(v) not in predictor]
-        return rest, list(self.predictor.trainable_variables)
-
-    def build_optimizers(self):
-        if not self.fix_predictor_lr:
-            return super().build_optimizers()
-        rest, predictor = self._variable_groups()
-        self.optimizer.build(rest)
-        self.predictor_optimizer.build(predictor)
+        return [ParamGroup(rest), ParamGroup(list(self.predictor.trainable_variables), self.predictor_optimizer)]
 
     @staticmethod
     def symmetric_loss(p1, p2, z1, z2):
         """D(p1, z2) / 2 + D(p2, z1) / 2; the z side is a constant (stop-gradient inside the loss)."""
         return 0.5 * negative_cosine_loss(p1, z2) + 0.5 * negative_cosine_loss(p2, z1)
 
-    def train_step(self, data):
-        view1, view2, labels = self.views(data)
-        with tf.GradientTape() as tape:
-            h1, z1, p1 = self.online(view1)
-            _, z2, p2 = self.online(view2)
-            loss = self.symmetric_loss(p1, p2, z1, z2)
-            total = loss + self.probe_loss(h1, labels)
-        if self.fix_predictor_lr:
-            rest, predictor = self._variable_groups()
-            grads = self.gradients(tape, total, rest + predictor)
-            self.optimizer.apply_gradients(zip(grads[:len(rest)], rest))
-            # The main optimizer unscales its gradients under mixed float16; the copy is a plain optimizer.
-            unscale = 1.0 / tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
-            self.predictor_optimizer.apply_gradients(
-                [(g * tf.cast(unscale, g.dtype), v) for g, v in zip(grads[len(rest):], predictor)])
-        else:
-            self.apply_gradients(tape, total)
-        return self.report(loss, z1, z2)
+    def compute_loss(self, views, batch):
+        view1, view2 = views
+        h1, z1, p1 = self.online(view1)
+        _, z2, p2 = self.online(view2)
+        return Loss(self.symmetric_loss(p1, p2, z1, z2), h1, self.monitors(z1, z2))
 
     def get_config(self):
         config = super().get_config()
         config.update(fix_predictor_lr=self.fix_predictor_lr)
         return config
 
+
+
+@dataclasses.dataclass
+class SimSiamOptions(SiameseOptions):
+    """SimSiam's options; defaults: the paper's ImageNet setting (3 x 2048 projector, 512 bottleneck)."""
+
+    NAME = "simsiam"
+
+    proj_layers: int = option(3, "Projector depth (paper: 3 on ImageNet, 2 on CIFAR).")
+    proj_dim: int = option(2048, "Projection width.")
+    proj_hidden_dim: int = option(2048, "Projector hidden width; 0 = the encoder's output width.")
+    pred_hidden_dim: int = option(512, "Predictor bottleneck width; 0 = proj_dim // 4.")
+    fix_predictor_lr: bool = option(True, "Train the predictor at the constant peak rate (paper, ImageNet).")
+
+    last_bn = True
+
+    def augment(self, train):
+        """SimCLR's recipe, as the paper uses."""
+        from tfssl.augment import SimCLRAugment
+
+        return SimCLRAugment(train.image_size, color_jitter_strength=train.color_jitter_strength,
+                             blur=train.resolved_blur())
+
+    def predictor_hidden(self, proj_hidden):
+        return self.pred_hidden_dim or max(1, self.proj_dim // 4)
+
+    def build(self, train, encoder, context, **common):
+        projector, predictor = self.heads(train, encoder)
+        return SimSiam(encoder, projector, predictor, fix_predictor_lr=self.fix_predictor_lr, **common)

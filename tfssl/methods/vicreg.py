@@ -4,10 +4,13 @@ Bardes, Ponce, LeCun. "VICReg: Variance-Invariance-Covariance Regularization for
 Learning", ICLR 2022, eq. (1)-(6) and sec. 4.1: expander 3 x 8192 (Dense-BN-ReLU twice, then a plain
 Dense), weights lambda = mu = 25, nu = 1, LARS lr 0.2 x B/256, weight decay 1e-6, batch 2048.
 """
+import dataclasses
+
 import keras
 
 from tfssl.losses import vicreg_loss
-from tfssl.methods.redundancy import RedundancyMethod
+from tfssl.methods.redundancy import RedundancyMethod, RedundancyOptions
+from tfssl.methods.registry import option
 
 
 @keras.saving.register_keras_serializable(package="tfssl")
@@ -43,3 +46,25 @@ class VICReg(RedundancyMethod):
         config = super().get_config()
         config.update(sim_weight=self.sim_weight, var_weight=self.var_weight, cov_weight=self.cov_weight)
         return config
+
+
+@dataclasses.dataclass
+class VICRegOptions(RedundancyOptions):
+    """VICReg's options; defaults: the paper's ImageNet setting."""
+
+    NAME = "vicreg"
+    LEGACY = {"sim_weight": "vicreg_sim_weight", "var_weight": "vicreg_var_weight",
+              "cov_weight": "vicreg_cov_weight"}
+
+    sim_weight: float = option(25.0, "Weight lambda of the invariance term (paper: 25).")
+    var_weight: float = option(25.0, "Weight mu of the variance term (paper: 25).")
+    cov_weight: float = option(1.0, "Weight nu of the covariance term (paper: 1).")
+
+    def validate(self, train, num_replicas=1):
+        super().validate(train, num_replicas)
+        for name in ("sim_weight", "var_weight", "cov_weight"):
+            self.check_range(name, 0.0, float("inf"))
+
+    def build(self, train, encoder, context, **common):
+        return VICReg(encoder, self.projector(train), sim_weight=self.sim_weight, var_weight=self.var_weight,
+                      cov_weight=self.cov_weight, **common)
