@@ -31,29 +31,10 @@ FLAGS = flags.FLAGS
 
 
 def read_flagfile(path):
-    """`--name=value` lines of an absl flagfile -> TrainConfig (comments and blanks skipped)."""
-    import dataclasses
+    """The flagfile's `TrainConfig`, parsed as tfssl-train parses it."""
+    from tfssl.config import load_flagfile
 
-    from tfssl.config import TrainConfig
-
-    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line.startswith("--"):
-                continue
-            name, _, raw = line[2:].partition("=")
-            kind = types[name]
-            if kind in (bool, "bool"):
-                values[name] = raw.lower() in ("true", "1", "")
-            elif kind in (int, "int"):
-                values[name] = int(raw)
-            elif kind in (float, "float"):
-                values[name] = float(raw)
-            else:
-                values[name] = raw
-    return TrainConfig(**values)
+    return load_flagfile(path)
 
 
 def supervised_baseline(config, epochs, cache_dir):

@@ -64,7 +64,7 @@ def _exchanged_bytes(num_workers):
     bn = 4 * channels * 2 * 2 * 2
     gathered = 0
     if FLAGS.method == "simclr":
-        gathered = 4 * FLAGS.batch_size * 2 * config.proj_dim * 2  # 2 views' z, forward + gradient back
+        gathered = 4 * FLAGS.batch_size * 2 * config.options().proj_dim * 2  # 2 views' z, forward + gradient back
     ring = 2 * (num_workers - 1) / num_workers * (gradients + bn) + (num_workers - 1) / num_workers * gathered
     return {"all_reduce_bytes": gradients + bn, "gradient_bytes": gradients, "sync_bn_bytes": bn,
             "all_gather_bytes": gathered, "ring_bytes_sent_per_worker": int(ring)}

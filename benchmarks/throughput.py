@@ -14,6 +14,7 @@ import time
 from absl import app, flags
 
 import _common  # noqa: F401  (path set-up)
+from tfssl.encoders.flops import layer_forward_flops
 
 flags.DEFINE_string("encoder", "resnet18", "Encoder.")
 flags.DEFINE_float("width_multiplier", 1.0, "Encoder width.")
@@ -49,29 +50,13 @@ def matmul_gflops(n=2048, repeats=20):
     return 2 * n**3 * repeats / best / 1e9
 
 
-def layer_forward_flops(model, batch=1):
-    """Multiply-adds x2 of every Conv2D / Dense layer for one image (BN, ReLU, pooling ignored)."""
-    import keras
-
-    flops = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.Conv2D):
-            out_h, out_w, out_c = layer.output.shape[1:]
-            k_h, k_w = layer.kernel_size
-            in_c = layer.kernel.shape[2]
-            flops += 2 * out_h * out_w * out_c * k_h * k_w * in_c
-        elif isinstance(layer, keras.layers.Dense) and layer.built:
-            flops += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
-    return flops * batch
-
-
 def config_for_benchmark():
     from tfssl.config import TrainConfig
 
     return TrainConfig(model_dir="/tmp/tfssl-throughput", encoder=FLAGS.encoder,
                        width_multiplier=FLAGS.width_multiplier, batch_size=FLAGS.batch_size,
                        image_size=FLAGS.image_size, mixed_precision=FLAGS.mixed_precision,
-                       jit_compile=FLAGS.jit_compile, color_jitter_strength=0.5, proj_dim=128,
+                       jit_compile=FLAGS.jit_compile, color_jitter_strength=0.5,
                        linear_probe=True)
 
 

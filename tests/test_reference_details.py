@@ -14,8 +14,19 @@ import pytest
 from tfssl.config import TrainConfig
 from tfssl.methods import build_method
 
-SMALL = dict(model_dir="unused", image_size=16, width_multiplier=0.125, proj_dim=8, proj_hidden_dim=16,
-             pred_hidden_dim=16)
+SMALL = dict(model_dir="unused", image_size=16, width_multiplier=0.125)
+HEADS = dict(proj_layers=2, proj_dim=8, proj_hidden_dim=16)
+OPTIONS = {
+    "simsiam": dict(HEADS, pred_hidden_dim=16, fix_predictor_lr=False),
+    "moco_v3": dict(HEADS, pred_hidden_dim=16, temperature=0.5, tau_base=0.996),
+    "byol": dict(HEADS, pred_hidden_dim=16, tau_base=0.996),
+    "simclr": dict(HEADS, temperature=0.5),
+}
+
+
+def _config(method, **settings):
+    """A small `TrainConfig` of `method` (2-layer heads 16 -> 8, predictors 16 wide)."""
+    return TrainConfig(method=method, **{**SMALL, **settings}, method_options=OPTIONS[method])
 
 
 def _bn_params(head, block):
@@ -29,14 +40,14 @@ def _bn_params(head, block):
     ("simclr", ["gamma"], None),
 ])
 def test_last_head_layers_per_method(method, projector_last, predictor_last):
-    model = build_method(TrainConfig(method=method, **SMALL), total_steps=10)
+    model = build_method(_config(method), total_steps=10)
     assert _bn_params(model.projector, -1) == projector_last
     if predictor_last is not None:
         assert _bn_params(model.predictor, -1) == predictor_last
 
 
 def test_moco_v3_vit_predictor_ends_with_a_parameter_free_bn():
-    config = TrainConfig(method="moco_v3", encoder="vit_tiny", patch_size=8, **{**SMALL, "width_multiplier": 1.0})
+    config = _config("moco_v3", encoder="vit_tiny", patch_size=8, width_multiplier=1.0)
     model = build_method(config, total_steps=10)
     last = model.predictor.blocks[-1]
     assert [type(layer).__name__ for layer in last] == ["Dense", "BatchNormalization"]
@@ -45,8 +56,8 @@ def test_moco_v3_vit_predictor_ends_with_a_parameter_free_bn():
 
 @pytest.mark.parametrize("encoder, last_bn", [("resnet18", "bn2"), ("resnet50", "bn3")])
 def test_zero_init_residual_zeroes_the_last_gamma_of_each_branch(encoder, last_bn):
-    on = build_method(TrainConfig(method="simsiam", encoder=encoder, zero_init_residual=True, **SMALL)).encoder
-    off = build_method(TrainConfig(method="simsiam", encoder=encoder, **SMALL)).encoder
+    on = build_method(_config("simsiam", encoder=encoder, zero_init_residual=True)).encoder
+    off = build_method(_config("simsiam", encoder=encoder)).encoder
     gammas = [w for w in on.weights if w.path.endswith(f"_{last_bn}/gamma")]
     assert len(gammas) == (8 if encoder == "resnet18" else 16)
     assert all(not np.any(w.numpy()) for w in gammas)
@@ -61,8 +72,10 @@ def test_resume_refuses_a_checkpoint_whose_head_bn_differs(tmp_path, monkeypatch
     from tfssl.training import pretrain, restore_model
 
     config = dict(model_dir=str(tmp_path), method="simsiam", dataset="fashion_mnist", train_split="train[:64]",
-                  image_size=12, width_multiplier=0.125, proj_dim=8, batch_size=32, train_steps=1, warmup_epochs=0,
-                  optimizer="sgd", learning_rate=0.05)
+                  image_size=12, width_multiplier=0.125, batch_size=32, train_steps=1, warmup_epochs=0,
+                  optimizer="sgd", learning_rate=0.05,
+                  method_options=dict(proj_layers=2, proj_dim=8, proj_hidden_dim=0, pred_hidden_dim=0,
+                                      fix_predictor_lr=False))
     old_heads = siamese.default_heads
 
     def heads_with_scaled_last_bn(*args, **kwargs):

@@ -16,7 +16,6 @@ CHOICES = {
     "augment_on": ("host", "device"),
     "strategy": ("default", "mirrored", "multi_worker", "tpu"),
     "mixed_precision": ("none", "mixed_float16", "mixed_bfloat16"),
-    "instdis_loss": ("nce", "softmax"),
     "weight_decay_mode": ("auto", "coupled", "decoupled"),
     "weight_decay_exclude": ("norm_and_bias", "none"),
 }
@@ -35,7 +34,7 @@ class TrainConfig:
     """Pre-training settings (see each field's help; the flagfiles in `flags/` are worked examples)."""
 
     model_dir: str = _field("", "Run directory: checkpoints, TensorBoard logs, metrics.csv, flags.json.")
-    method: str = _field("simclr", "Self-supervised method (see tfssl.methods.METHODS).")
+    method: str = _field("simclr", "Self-supervised method; its own options are the --<method>_* flags.")
     dataset: str = _field("fashion_mnist", "fashion_mnist, image_folder (root in --data_dir) or a TFDS name.")
     data_dir: str = _field("", "Dataset files (Fashion-MNIST .gz files, image-folder root, or TFDS data_dir).")
     train_split: str = _field("train", "Pre-training split, e.g. train or train[:5000].")
@@ -66,29 +65,6 @@ class TrainConfig:
     weight_decay_exclude: str = _field("norm_and_bias", "norm_and_bias: biases and normalisation parameters are "
                                                         "not decayed; none: every parameter is (PyTorch references).")
     momentum: float = _field(0.9, "Momentum of lars / sgd.")
-    temperature: float = _field(0.5, "Softmax temperature of the contrastive loss.")
-    proj_layers: int = _field(2, "Projection-head depth (SimCLR v1: 2, v2: 3).")
-    proj_dim: int = _field(128, "Projection output dimension.")
-    keep_proj_layer: int = _field(0, "Head layers kept for fine-tuning (SimCLRv2 selector; 0 = encoder output).")
-    proj_hidden_dim: int = _field(0, "Projection hidden width (BYOL 4096, SimSiam 2048); 0 = encoder output width.")
-    pred_hidden_dim: int = _field(0, "Predictor hidden width of byol / simsiam (BYOL 4096, SimSiam 512); "
-                                     "0 = byol: the projector hidden width, simsiam: proj_dim // 4.")
-    tau_base: float = _field(0.996, "byol / moco_v3 target EMA decay at step 0 (BYOL 0.996, MoCo v3 0.99); "
-                                    "rises to 1 on a cosine over training.")
-    fix_predictor_lr: bool = _field(False, "simsiam: train the predictor at the constant peak rate (paper, ImageNet).")
-    moco_queue_size: int = _field(65536, "moco_v1 / moco_v2: keys in the queue of negatives (papers: 65536).")
-    moco_momentum: float = _field(0.999, "moco_v1 / moco_v2: key-encoder EMA momentum m (papers: 0.999).")
-    moco_bn_splits: int = _field(1, "moco_v1 / moco_v2: shuffled-BN groups per replica (use > 1 on one device "
-                                    "to block the BN leak; see tfssl/methods/moco.py).")
-    instdis_negatives: int = _field(4096, "instdis: negatives sampled from the memory bank per step (paper: 4096).")
-    instdis_momentum: float = _field(0.5, "instdis: memory-bank update momentum (paper: 0.5).")
-    instdis_loss: str = _field("nce", "instdis: nce (the paper's NCE, Z frozen after step 1) or softmax.")
-    instdis_head_bn: bool = _field(False, "instdis: batch norm on the linear head's output (the paper has none; "
-                                          "small encoders need it, see flags/instdis_fashion_mnist.flags).")
-    bt_lambda: float = _field(0.0051, "Barlow Twins weight of the off-diagonal (redundancy) term (paper: 0.0051).")
-    vicreg_sim_weight: float = _field(25.0, "VICReg weight lambda of the invariance term (paper: 25).")
-    vicreg_var_weight: float = _field(25.0, "VICReg weight mu of the variance term (paper: 25).")
-    vicreg_cov_weight: float = _field(1.0, "VICReg weight nu of the covariance term (paper: 1).")
     color_jitter_strength: float = _field(1.0, "Colour-jitter strength s (0.5 for CIFAR-10, 1.0 for ImageNet).")
     blur: str = _field("auto", "Gaussian blur p=0.5; auto = on only for images > 32 px.")
     augment_on: str = _field("host", "Where views are made: host (tf.data) or device (inside train_step).")
@@ -101,32 +77,42 @@ class TrainConfig:
     keep_checkpoints: int = _field(3, "How many recent checkpoints to keep.")
     linear_probe: bool = _field(True, "Train the online stop-gradient linear probe when labels exist.")
     log_every: int = _field(50, "Write TensorBoard scalars and a metrics.csv row every N steps.")
+    method_options: dict = dataclasses.field(default_factory=dict, metadata={
+        "help": "The method's own options (its --<method>_<field> flags), by field; unset fields: defaults.",
+        "flag": False})
 
     # Fields that define the network: a resumed run must not change them.
-    ARCHITECTURE_FIELDS = ("method", "encoder", "width_multiplier", "cifar_stem", "image_size", "patch_size",
-                           "proj_layers", "proj_dim", "proj_hidden_dim", "pred_hidden_dim", "moco_queue_size",
-                           "instdis_head_bn")
+    # (The method's options add their own: `MethodOptions.ARCHITECTURE`.)
+    ARCHITECTURE_FIELDS = ("method", "encoder", "width_multiplier", "cifar_stem", "image_size", "patch_size")
+
+    def options(self):
+        """The method's options dataclass (`tfssl.methods.registry`), from `method_options`."""
+        from tfssl.methods.registry import options_class
+
+        cls = options_class(self.method)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(self.method_options) - known)
+        if unknown:
+            raise ValueError(f"{self.method} has no option {unknown[0]!r}; its options are {', '.join(sorted(known))}")
+        return cls(**self.method_options)
 
     def validate(self, num_replicas=1):
         """Raises ValueError with a one-line message for the first invalid setting."""
         from tfssl.data import check_dataset_name
-        from tfssl.methods import METHODS
 
         if not self.model_dir:
             raise ValueError("--model_dir is required: the directory for checkpoints and logs")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(sorted(METHODS))}")
+        options = self.options()  # one-line error for an unknown method or option
         check_dataset_name(self.dataset)
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"--{name}={getattr(self, name)!r} is not one of {', '.join(choices)}")
-        for name in ("image_size", "batch_size", "proj_layers", "proj_dim", "checkpoint_every",
-                     "keep_checkpoints", "log_every"):
+        for name in ("image_size", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
         if self.train_steps < 0 or (self.train_steps == 0 and self.epochs <= 0):
             raise ValueError("set --epochs > 0 or --train_steps > 0")
-        for name in ("width_multiplier", "learning_rate", "temperature"):
+        for name in ("width_multiplier", "learning_rate"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"--{name} must be > 0, got {value}")
@@ -139,38 +125,10 @@ class TrainConfig:
         resolve_weight_decay(self.optimizer, self.weight_decay_mode, self.weight_decay_exclude)
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.color_jitter_strength < 0:
             raise ValueError("--weight_decay, --warmup_epochs and --color_jitter_strength must be >= 0")
-        if self.proj_hidden_dim < 0 or self.pred_hidden_dim < 0:
-            raise ValueError(f"--proj_hidden_dim and --pred_hidden_dim must be >= 0 (0 = default width), got "
-                             f"{self.proj_hidden_dim} and {self.pred_hidden_dim}")
-        for name in ("bt_lambda", "vicreg_sim_weight", "vicreg_var_weight", "vicreg_cov_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.tau_base <= 1:
-            raise ValueError(f"--tau_base must be in [0, 1] (BYOL: 0.996), got {self.tau_base}")
-        if self.method in ("moco_v1", "moco_v2"):
-            if self.sync_bn:
-                raise ValueError("--sync_bn re-opens the batch-norm leak that MoCo v1/v2's shuffled BN closes; "
-                                 "drop it (use --moco_bn_splits for more BN groups)")
-            if self.moco_queue_size < 1 or self.moco_bn_splits < 1:
-                raise ValueError(f"--moco_queue_size and --moco_bn_splits must be >= 1, got "
-                                 f"{self.moco_queue_size} and {self.moco_bn_splits}")
-            local = self.batch_size // max(1, num_replicas)
-            if local % self.moco_bn_splits:
-                raise ValueError(f"--moco_bn_splits={self.moco_bn_splits} must divide the per-replica batch "
-                                 f"{local} (--batch_size={self.batch_size} over {num_replicas} replicas)")
-        if not 0 <= self.moco_momentum <= 1:
-            raise ValueError(f"--moco_momentum must be in [0, 1] (MoCo: 0.999), got {self.moco_momentum}")
-        if not 0 <= self.instdis_momentum < 1:
-            raise ValueError(f"--instdis_momentum must be in [0, 1) (InstDis: 0.5), got {self.instdis_momentum}")
-        if self.instdis_negatives < 1:
-            raise ValueError(f"--instdis_negatives must be >= 1 (InstDis: 4096), got {self.instdis_negatives}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"--val_fraction must be in (0, 1), got {self.val_fraction}")
-        if not 0 <= self.keep_proj_layer <= self.proj_layers:
-            raise ValueError(f"--keep_proj_layer must be in [0, --proj_layers={self.proj_layers}], "
-                             f"got {self.keep_proj_layer}")
         if self.jit_compile and num_replicas > 1 and self.strategy != "tpu":
             raise ValueError(f"--jit_compile cannot run with the {num_replicas} replicas of --strategy={self.strategy}: "
                              "TensorFlow cannot put their cross-replica collectives inside an XLA-compiled replica "
@@ -179,6 +137,8 @@ class TrainConfig:
         if self.batch_size % num_replicas:
             raise ValueError(f"--batch_size={self.batch_size} is not divisible by the {num_replicas} replicas "
                              f"of --strategy={self.strategy}; use a multiple of {num_replicas}")
+
+        options.validate(self, num_replicas)
 
     def load_split(self, split):
         """Loads one split of this config's dataset (`split` like "train", "validation[:10%]").
@@ -203,11 +163,19 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text):
+        """The config saved by `to_json`; a flags.json written before per-method options (flat method fields)
+        gets its method's options from them (`MethodOptions.from_legacy`)."""
+        data = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+        config = cls(**{k: v for k, v in data.items() if k in known})
+        if "method_options" not in data:
+            from tfssl.methods.registry import options_class
+
+            config.method_options = dataclasses.asdict(options_class(config.method).from_legacy(data))
+        return config
 
 
-def define_flags(flag_values=None, cls=TrainConfig, exclude=()):
+def define_flags(flag_values=None, cls=TrainConfig, exclude=(), prefix="", module_name=None):
     """Defines one absl flag per dataclass field (enum flags for fields with fixed choices).
 
     Args:
@@ -219,12 +187,14 @@ def define_flags(flag_values=None, cls=TrainConfig, exclude=()):
 
     flag_values = flags.FLAGS if flag_values is None else flag_values
     for field in dataclasses.fields(cls):
-        if field.name in exclude:
+        if field.name in exclude or not field.metadata.get("flag", True):
             continue
-        args = dict(name=field.name, default=field.default, help=field.metadata.get("help", field.name),
-                    flag_values=flag_values)
+        args = dict(name=prefix + field.name, default=field.default, help=field.metadata.get("help", field.name),
+                    flag_values=flag_values, **({"module_name": module_name} if module_name else {}))
         if field.name in CHOICES:
             flags.DEFINE_enum(enum_values=CHOICES[field.name], **args)
+        elif "choices" in field.metadata:
+            flags.DEFINE_enum(enum_values=field.metadata["choices"], **args)
         elif field.type in (bool, "bool"):
             flags.DEFINE_bool(**args)
         elif field.type in (int, "int"):
@@ -235,6 +205,65 @@ def define_flags(flag_values=None, cls=TrainConfig, exclude=()):
             flags.DEFINE_string(**args)
 
 
+def define_method_flags(flag_values=None):
+    """Defines every registered method's options as flags `--<method>_<field>`, grouped per method."""
+    from absl import flags
+
+    from tfssl.methods.registry import flag_name, method_names, options_class
+
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    moved = {}
+    for name in method_names():
+        define_flags(flag_values, cls=options_class(name), prefix=flag_name(name, ""),
+                     module_name=f"tfssl.methods.{name}")
+        for old, field in _old_flag_names(options_class(name)).items():
+            moved.setdefault(old, []).append(flag_name(name, field))
+    # The flat names of earlier releases (--temperature, --moco_queue_size, ...): set, they give a one-line
+    # error naming the new flag instead of absl's "Unknown command line flag".
+    for old in sorted(set(moved) & set(_REMOVED_FLAGS) - set(flag_values)):
+        _MOVED_FLAGS[old] = moved[old]
+        flags.DEFINE_string(old, None, "Moved: each method has its own --<method>_* flag.", flag_values=flag_values,
+                            module_name="tfssl.moved_flags")
+
+
+_MOVED_FLAGS = {}  # old flat flag -> the per-method flags it became
+# The method flags of TrainConfig before per-method options (release 0.1).
+_REMOVED_FLAGS = ("temperature", "proj_layers", "proj_dim", "keep_proj_layer", "proj_hidden_dim", "pred_hidden_dim",
+                  "tau_base", "fix_predictor_lr", "moco_queue_size", "moco_momentum", "moco_bn_splits",
+                  "instdis_negatives", "instdis_momentum", "instdis_loss", "instdis_head_bn", "bt_lambda",
+                  "vicreg_sim_weight", "vicreg_var_weight", "vicreg_cov_weight")
+
+
+def _old_flag_names(options_cls):
+    """`{old flag name: field}` of an options class (fields that kept their name map to themselves)."""
+    return {options_cls.LEGACY.get(f.name, f.name): f.name for f in dataclasses.fields(options_cls)}
+
+
 def from_flags(flag_values, cls=TrainConfig):
-    """Builds the dataclass from parsed absl flag values."""
-    return cls(**{f.name: flag_values[f.name].value for f in dataclasses.fields(cls) if f.name in flag_values})
+    """Builds the dataclass from parsed absl flag values (a `TrainConfig` also takes its method's options)."""
+    config = cls(**{f.name: flag_values[f.name].value for f in dataclasses.fields(cls) if f.name in flag_values})
+    if cls is TrainConfig:
+        from tfssl.methods.registry import flag_name, options_class
+
+        ours = {old: flag_name(config.method, field)
+                for old, field in _old_flag_names(options_class(config.method)).items()}
+        for old in _MOVED_FLAGS:
+            if old in flag_values and flag_values[old].value is not None:
+                if old in ours:
+                    raise ValueError(f"--{old} is now an option of each method: use --{ours[old]}")
+                raise ValueError(f"--{old} is now an option of each method and --method={config.method} has none; "
+                                 f"it became {', '.join('--' + n for n in _MOVED_FLAGS[old])}")
+        config.method_options = {f.name: flag_values[flag_name(config.method, f.name)].value
+                                 for f in dataclasses.fields(options_class(config.method))}
+    return config
+
+
+def load_flagfile(path, **overrides):
+    """The `TrainConfig` of an absl flagfile (as `tfssl-train --flagfile=path` parses it), then `overrides`."""
+    from absl import flags
+
+    values = flags.FlagValues()
+    define_flags(values)
+    define_method_flags(values)
+    values(["tfssl-train", f"--flagfile={path}"])
+    return dataclasses.replace(from_flags(values, TrainConfig), **overrides)

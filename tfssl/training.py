@@ -57,6 +57,11 @@ def _check_resume_compatible(config):
         if getattr(saved, name) != getattr(config, name):
             raise ValueError(f"--{name}={getattr(config, name)!r} differs from the checkpointed run's "
                              f"{getattr(saved, name)!r} in {config.model_dir}; use a new --model_dir")
+    ours, theirs = config.options(), saved.options()
+    for name in type(ours).ARCHITECTURE:
+        if getattr(ours, name) != getattr(theirs, name):
+            raise ValueError(f"{ours.flag(name)}={getattr(ours, name)!r} differs from the checkpointed run's "
+                             f"{getattr(theirs, name)!r} in {config.model_dir}; use a new --model_dir")
 
 
 def cpu_has_bfloat16():
@@ -85,7 +90,8 @@ def build_training(config, strategy, num_classes, steps_per_epoch, total_steps, 
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     schedule = WarmupCosine(lr, total_steps=total_steps, warmup_steps=min(warmup, total_steps))
     with strategy.scope():
-        model = build_method(config, num_classes=num_classes, total_steps=total_steps, num_examples=num_examples)
+        model = build_method(config, num_classes=num_classes, total_steps=total_steps, num_examples=num_examples,
+                             steps_per_epoch=steps_per_epoch)
         optimizer = build_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay,
                                     momentum=config.momentum, weight_decay_mode=config.weight_decay_mode,
                                     weight_decay_exclude=config.weight_decay_exclude)

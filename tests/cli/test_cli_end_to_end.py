@@ -18,7 +18,7 @@ FAST_FLAGS = [
     "--dataset=fashion_mnist", "--train_split=train[:384]", "--val_split=validation[:192]",
     "--test_split=test[:192]", "--image_size=16", "--encoder=resnet18", "--width_multiplier=0.125",
     "--batch_size=32", "--optimizer=lars", "--learning_rate=0.5", "--warmup_epochs=0.5",
-    "--temperature=0.5", "--proj_dim=16", "--color_jitter_strength=0.5", "--log_every=1",
+    "--simclr_temperature=0.5", "--simclr_proj_dim=16", "--color_jitter_strength=0.5", "--log_every=1",
     "--checkpoint_every=4", "--seed=7",
 ]
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -46,6 +46,8 @@ def test_train_writes_logs_and_flags(reference_run):
     with open(os.path.join(reference_run, "flags.json")) as f:
         saved = json.load(f)
     assert saved["train_steps"] == 24 and saved["width_multiplier"] == 0.125
+    assert saved["method"] == "simclr" and "temperature" not in saved
+    assert saved["method_options"]["temperature"] == 0.5 and saved["method_options"]["proj_dim"] == 16
     assert sorted(losses(reference_run)) == list(range(1, 25))
     assert os.listdir(os.path.join(reference_run, "tensorboard"))
     checkpoints = os.listdir(os.path.join(reference_run, "checkpoints"))
@@ -128,8 +130,13 @@ def test_eval_export_and_reload(reference_run, tmp_path):
 
 
 @pytest.mark.parametrize("flag, message", [
-    ("--method=nope", "choose one of barlow_twins, byol, instdis, moco_v1, moco_v2, moco_v3, simclr, simsiam, vicreg"),
-    ("--temperature=0", "--temperature must be > 0"),
+    ("--method=nope", "unknown method 'nope'; choose one of barlow_twins, byol, dino, instdis, moco_v1, moco_v2, "
+                      "moco_v3, simclr, simsiam, swav, vicreg"),
+    ("--simclr_temperature=0", "--simclr_temperature must be > 0, got 0.0"),
+    # The flat method flags before per-method options name the flag they became.
+    ("--temperature=0.5", "--temperature is now an option of each method: use --simclr_temperature"),
+    ("--moco_queue_size=64", "--moco_queue_size is now an option of each method and --method=simclr has none; "
+                             "it became --moco_v1_queue_size, --moco_v2_queue_size"),
     ("--batch_size=-4", "--batch_size must be > 0"),
     ("--dataset=not_a_dataset_xyz", "fashion_mnist"),
 ])

@@ -35,9 +35,10 @@ WORKER = [sys.executable, os.path.join(HERE, "worker.py")]
 COMMON = ["--train_split=train[:512]", "--batch_size=32", "--image_size=16", "--encoder=resnet18",
           "--width_multiplier=0.125", "--log_every=1", "--seed=1", "--learning_rate=0.5"]
 METHOD_ARGS = {
-    "simclr": ["--method=simclr", "--sync_bn=true"],
-    "moco_v2": ["--method=moco_v2", "--moco_queue_size=64", "--moco_momentum=0.9"],
-    "byol": ["--method=byol", "--sync_bn=true", "--proj_hidden_dim=64", "--pred_hidden_dim=32"],
+    "simclr": ["--method=simclr", "--sync_bn=true", "--simclr_temperature=0.5"],
+    "moco_v2": ["--method=moco_v2", "--moco_v2_queue_size=64", "--moco_v2_momentum=0.9", "--moco_v2_temperature=0.5"],
+    "byol": ["--method=byol", "--sync_bn=true", "--byol_proj_dim=128", "--byol_proj_hidden_dim=64",
+             "--byol_pred_hidden_dim=32"],
 }
 SCALED_TOLERANCE = 2e-3
 JOB_TIMEOUT = 240

@@ -152,8 +152,9 @@ def test_moco_v3_step_keeps_the_frozen_patch_projection(monkeypatch):
         freeze_patch_embed=config.freeze_patch_embed, spec=TINY))
     config = TrainConfig(model_dir="unused", method="moco_v3", encoder="vit_small", image_size=8, patch_size=4,
                          freeze_patch_embed=True, batch_size=8, optimizer="adamw", learning_rate=0.01,
-                         lr_scaling="none", warmup_epochs=0.0, weight_decay=0.1, temperature=0.2, proj_dim=8,
-                         proj_hidden_dim=16, proj_layers=3, linear_probe=False)
+                         lr_scaling="none", warmup_epochs=0.0, weight_decay=0.1, linear_probe=False,
+                         method_options=dict(temperature=0.2, proj_dim=8, proj_hidden_dim=16, proj_layers=3,
+                                             pred_hidden_dim=0, tau_base=0.996))
     config.validate()
     model, _ = build_training(config, tf.distribute.get_strategy(), None, steps_per_epoch=1, total_steps=4)
     encoder = model.encoder
@@ -178,7 +179,9 @@ def test_moco_v3_vit_run_exports(tmp_path):
     model_dir = str(tmp_path / "run")
     os.makedirs(model_dir)
     config = TrainConfig(model_dir=model_dir, method="moco_v3", encoder="vit_tiny", image_size=16, patch_size=8,
-                         freeze_patch_embed=True, proj_dim=8, proj_hidden_dim=16, linear_probe=False)
+                         freeze_patch_embed=True, linear_probe=False,
+                         method_options=dict(proj_layers=2, proj_dim=8, proj_hidden_dim=16, pred_hidden_dim=0,
+                                             temperature=0.5, tau_base=0.996))
     with open(os.path.join(model_dir, FLAGS_FILE), "w") as f:
         f.write(config.to_json())
     trained = build_method(config, total_steps=10)

@@ -31,8 +31,8 @@ def run_dir(tmp_path_factory):
     from tfssl.training import CHECKPOINT_DIR, FLAGS_FILE
 
     model_dir = str(tmp_path_factory.mktemp("run"))
-    config = TrainConfig(model_dir=model_dir, image_size=16, width_multiplier=0.125, proj_layers=3,
-                         keep_proj_layer=1, proj_dim=8, linear_probe=False)
+    config = TrainConfig(model_dir=model_dir, image_size=16, width_multiplier=0.125, linear_probe=False,
+                         method_options={"proj_layers": 3, "keep_proj_layer": 1, "proj_dim": 8, "temperature": 0.5})
     with open(os.path.join(model_dir, FLAGS_FILE), "w") as f:
         f.write(config.to_json())
     model = build_method(config)

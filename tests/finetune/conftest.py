@@ -34,8 +34,9 @@ def simclr_run(tmp_path_factory):
 
     model_dir = str(tmp_path_factory.mktemp("finetune_run") / "run")
     config = TrainConfig(model_dir=model_dir, dataset="fashion_mnist", train_split="train[:128]", image_size=16,
-                         width_multiplier=0.125, batch_size=32, train_steps=2, log_every=1, proj_layers=3,
-                         keep_proj_layer=1, proj_dim=8, warmup_epochs=0, learning_rate=0.5, seed=3)
+                         width_multiplier=0.125, batch_size=32, train_steps=2, log_every=1, warmup_epochs=0,
+                         learning_rate=0.5, seed=3,
+                         method_options={"proj_layers": 3, "keep_proj_layer": 1, "proj_dim": 8, "temperature": 0.5})
     pretrain(config, verbose=0)
     return model_dir
 

@@ -279,8 +279,8 @@ def test_save_and_reload_round_trip(tmp_path):
 
 
 def test_build_method_and_config_flags():
-    config = TrainConfig(method="byol", image_size=SIZE, width_multiplier=WIDTH, proj_dim=16, proj_hidden_dim=24,
-                         tau_base=0.98, augment_on="device", color_jitter_strength=0.5)
+    config = TrainConfig(method="byol", image_size=SIZE, width_multiplier=WIDTH, augment_on="device",
+                         color_jitter_strength=0.5, method_options=dict(proj_dim=16, proj_hidden_dim=24, tau_base=0.98))
     model = build_method(config, num_classes=10, total_steps=50)
     assert isinstance(model, BYOL) and (model.tau_base, model.total_steps) == (0.98, 50)
     assert isinstance(model.augment, ViewRecipe) and [g.count for g in model.augment.groups] == [1, 1]
@@ -290,10 +290,11 @@ def test_build_method_and_config_flags():
     assert dense == [24, 16] and not model.projector.last_bn
     # Predictor defaults to the projector's hidden width; an explicit flag overrides it.
     assert model.predictor.hidden_dim == 24 and model.predictor.output_dim == 16
-    wide = build_method(TrainConfig(method="byol", image_size=SIZE, width_multiplier=WIDTH, pred_hidden_dim=32),
+    wide = build_method(TrainConfig(method="byol", image_size=SIZE, width_multiplier=WIDTH,
+                                    method_options=dict(proj_dim=128, proj_hidden_dim=0, pred_hidden_dim=32)),
                         num_classes=None)
     assert wide.predictor.hidden_dim == 32 and wide.total_steps is None and wide.probe is None
-    for bad in (dict(tau_base=1.2), dict(proj_hidden_dim=-1), dict(pred_hidden_dim=-4)):
-        with pytest.raises(ValueError, match="tau_base|hidden_dim"):
-            TrainConfig(model_dir="x", method="byol", **bad).validate()
+    for name, bad in (("tau_base", 1.2), ("proj_hidden_dim", -1), ("pred_hidden_dim", -4)):
+        with pytest.raises(ValueError, match=f"--byol_{name} must be in"):
+            TrainConfig(model_dir="x", method="byol", method_options={name: bad}).validate()
 

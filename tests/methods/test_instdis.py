@@ -419,9 +419,9 @@ def test_build_method_head_and_bank(head_bn):
     from tfssl.config import TrainConfig
     from tfssl.methods import build_method
 
-    config = TrainConfig(model_dir="x", method="instdis", image_size=8, width_multiplier=0.125, proj_dim=16,
-                         instdis_head_bn=head_bn, instdis_negatives=32, instdis_momentum=0.5, temperature=0.07,
-                         instdis_loss="softmax")
+    config = TrainConfig(model_dir="x", method="instdis", image_size=8, width_multiplier=0.125,
+                         method_options=dict(proj_dim=16, head_bn=head_bn, negatives=32, momentum=0.5, temperature=0.07,
+                                             loss="softmax"))
     model = build_method(config, num_examples=50)
     assert model.projector.num_layers == 1 and model.projector.use_bn == head_bn
     assert [w.name for w in model.projector.weights if "moving_mean" in w.path] == (["moving_mean"] if head_bn else [])

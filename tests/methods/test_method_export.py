@@ -12,6 +12,20 @@ from tfssl.methods import METHODS, build_method
 from tfssl.training import CHECKPOINT_DIR, FLAGS_FILE, restore_model
 
 SIZE = 16
+HEADS = dict(proj_layers=2, proj_dim=8, proj_hidden_dim=16)
+# Small heads, a 32-key MoCo queue, 8 InstDis negatives (the bank: 40 rows); the rest as in the papers.
+OPTIONS = {
+    "moco_v1": dict(proj_dim=8, queue_size=32, temperature=0.5),
+    "moco_v2": dict(HEADS, queue_size=32, temperature=0.5),
+    "moco_v3": dict(HEADS, pred_hidden_dim=0, temperature=0.5, tau_base=0.996),
+    "byol": dict(HEADS, pred_hidden_dim=0),
+    "simsiam": dict(HEADS, pred_hidden_dim=0, fix_predictor_lr=False),
+    "instdis": dict(proj_dim=8, negatives=8, temperature=0.5),
+    "barlow_twins": dict(HEADS),
+    "vicreg": dict(HEADS),
+    "swav": dict(proj_hidden_dim=16, proj_dim=8, prototypes=10),
+    "dino": dict(out_dim=16, hidden_dim=16, bottleneck_dim=8),
+}
 
 
 def _perturb(weights, seed):
@@ -31,8 +45,8 @@ def test_method_run_exports_its_encoder(method, tmp_path):
 
     model_dir = str(tmp_path / "run")
     os.makedirs(model_dir)
-    config = TrainConfig(model_dir=model_dir, method=method, image_size=SIZE, width_multiplier=0.125, proj_dim=8,
-                         proj_hidden_dim=16, moco_queue_size=32, instdis_negatives=8, linear_probe=False)
+    config = TrainConfig(model_dir=model_dir, method=method, image_size=SIZE, width_multiplier=0.125,
+                         linear_probe=False, method_options=OPTIONS[method])
     with open(os.path.join(model_dir, FLAGS_FILE), "w") as f:
         f.write(config.to_json())
     trained = build_method(config, total_steps=10, num_examples=40)

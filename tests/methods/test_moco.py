@@ -258,10 +258,12 @@ def test_shuffled_bn_normalises_each_key_with_its_group(tiny_encoder):
 
 
 def _moco_config(bn_splits, method="moco_v1", queue=16):
+    options = dict(proj_dim=DIM, temperature=0.2, queue_size=queue, momentum=0.9, bn_splits=bn_splits)
+    if method == "moco_v2":
+        options.update(proj_layers=2, proj_hidden_dim=16)  # v1's head is one linear layer
     return TrainConfig(model_dir="unused", method=method, image_size=SIZE, batch_size=BATCH, optimizer="sgd",
                        momentum=0.0, weight_decay=0.0, learning_rate=0.05, lr_scaling="none", warmup_epochs=0.0,
-                       proj_dim=DIM, proj_hidden_dim=16, temperature=0.2, moco_queue_size=queue, moco_momentum=0.9,
-                       moco_bn_splits=bn_splits, augment_on="host", seed=0)
+                       augment_on="host", seed=0, method_options=options)
 
 
 def test_two_replicas_shuffle_bn_equal_one_device_with_two_splits(two_replica_strategy,
@@ -431,7 +433,9 @@ def test_build_method_parts_per_version():
     assert len(v2.projector.blocks) == 2 and not v2.projector.use_bn
     assert isinstance(v1, MoCo) and isinstance(v2, MoCo) and v2.queue.size == 16
     v3 = build_method(TrainConfig(model_dir="x", method="moco_v3", image_size=SIZE, width_multiplier=0.125,
-                                  proj_dim=DIM, proj_hidden_dim=16, temperature=1.0, tau_base=0.99), total_steps=5)
+                                  method_options=dict(proj_layers=2, proj_dim=DIM, proj_hidden_dim=16,
+                                                      pred_hidden_dim=0, temperature=1.0, tau_base=0.99)),
+                      total_steps=5)
     assert isinstance(v3, MoCoV3) and v3.projector.last_bn and v3.tau_base == 0.99 and v3.temperature == 1.0
     def only_recipe(recipe):
         """The per-image pipeline of a view recipe whose two views come from one recipe."""
@@ -449,14 +453,14 @@ def test_build_method_parts_per_version():
     assert [(g.recipe.blur_prob, g.recipe.solarize_prob) for g in aug3.groups] == [(1.0, 0.0), (0.1, 0.2)]
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(method="moco_v2", sync_bn=True), "--sync_bn re-opens"),
-    (dict(method="moco_v1", moco_bn_splits=3), "must divide the per-replica batch"),
-    (dict(method="moco_v1", moco_queue_size=0), "--moco_queue_size"),
-    (dict(method="moco_v2", moco_momentum=1.5), "--moco_momentum"),
+@pytest.mark.parametrize("changes, options, message", [
+    (dict(method="moco_v2", sync_bn=True), {}, "--sync_bn re-opens"),
+    (dict(method="moco_v1"), dict(bn_splits=3), "--moco_v1_bn_splits=3 must divide the per-replica batch 8"),
+    (dict(method="moco_v1"), dict(queue_size=0), "--moco_v1_queue_size"),
+    (dict(method="moco_v2"), dict(momentum=1.5), "--moco_v2_momentum"),
 ])
-def test_config_errors(changes, message):
-    config = TrainConfig(model_dir="x", batch_size=8, **changes)
+def test_config_errors(changes, options, message):
+    config = TrainConfig(model_dir="x", batch_size=8, method_options=options, **changes)
     with pytest.raises(ValueError, match=message):
         config.validate()
 

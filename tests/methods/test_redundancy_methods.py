@@ -265,11 +265,12 @@ def test_save_and_reload_round_trip(method, tiny_encoder, tmp_path):
 
 def test_build_method_from_config(tiny_encoder_in_build_method):
     assert METHODS["barlow_twins"] is BarlowTwins and METHODS["vicreg"] is VICReg
-    common = dict(image_size=SIZE, proj_layers=3, proj_dim=10, proj_hidden_dim=20)
-    barlow = build_method(TrainConfig(method="barlow_twins", bt_lambda=0.01, **common), num_classes=4)
+    heads = dict(proj_layers=3, proj_dim=10, proj_hidden_dim=20)
+    barlow = build_method(TrainConfig(method="barlow_twins", image_size=SIZE,
+                                      method_options={"lambd": 0.01, **heads}), num_classes=4)
     assert isinstance(barlow, BarlowTwins) and barlow.lambd == 0.01 and barlow.probe is not None
     assert barlow.projector.num_layers == 3 and barlow.projector.output_dim == 10 and not barlow.projector.last_bn
-    vicreg = build_method(TrainConfig(method="vicreg", vicreg_var_weight=10.0, **common))
+    vicreg = build_method(TrainConfig(method="vicreg", image_size=SIZE, method_options={"var_weight": 10.0, **heads}))
     assert isinstance(vicreg, VICReg) and (vicreg.sim_weight, vicreg.var_weight, vicreg.cov_weight) == (25, 10, 1)
     assert vicreg.projector.hidden_dim == 20 and not vicreg.projector.last_bn and vicreg.probe is None
 
@@ -280,7 +281,7 @@ def test_invalid_arguments_raise(tiny_encoder):
         BarlowTwins(tiny_encoder(SIZE), projector, lambd=-1.0)
     with pytest.raises(ValueError, match="var_weight"):
         VICReg(tiny_encoder(SIZE), projector, var_weight=-0.5)
-    with pytest.raises(ValueError, match="bt_lambda"):
-        TrainConfig(model_dir="x", method="barlow_twins", bt_lambda=-1.0).validate()
-    with pytest.raises(ValueError, match="vicreg_cov_weight"):
-        TrainConfig(model_dir="x", method="vicreg", vicreg_cov_weight=-1.0).validate()
+    with pytest.raises(ValueError, match="--barlow_twins_lambd"):
+        TrainConfig(model_dir="x", method="barlow_twins", method_options={"lambd": -1.0}).validate()
+    with pytest.raises(ValueError, match="--vicreg_cov_weight"):
+        TrainConfig(model_dir="x", method="vicreg", method_options={"cov_weight": -1.0}).validate()

@@ -21,13 +21,24 @@ from tfssl.training import build_training
 SIZE, WIDTH, GLOBAL_BATCH, NUM_CLASSES = 8, 0.125, 8, 3
 
 
+# Each method's options: 2-layer heads 16 -> 8 (predictor as wide as the projector's hidden layer, SimSiam's
+# its bottleneck proj_dim // 4), EMA from 0.9, temperature 0.5, SimSiam's predictor on the cosine schedule.
+HEADS = dict(proj_layers=2, proj_dim=8, proj_hidden_dim=16, pred_hidden_dim=0)
+OPTIONS = {
+    "byol": dict(HEADS, tau_base=0.9),
+    "simsiam": dict(HEADS, fix_predictor_lr=False),
+    "moco_v3": dict(HEADS, tau_base=0.9, temperature=0.5),
+    "barlow_twins": dict(proj_layers=2, proj_dim=8, proj_hidden_dim=16),
+    "vicreg": dict(proj_layers=2, proj_dim=8, proj_hidden_dim=16),
+}
+
+
 def _config(method, sync_bn=True):
     # Plain SGD (no momentum, no decay, constant LR at step 0) so one step is w - lr * g.
     return TrainConfig(model_dir="unused", method=method, image_size=SIZE, width_multiplier=WIDTH, sync_bn=sync_bn,
                        batch_size=GLOBAL_BATCH, optimizer="sgd", momentum=0.0, weight_decay=0.0, learning_rate=0.05,
-                       lr_scaling="none", warmup_epochs=0.0, proj_dim=8, proj_hidden_dim=16, tau_base=0.9,
-                       temperature=0.5,
-                       augment_on="host", seed=0)
+                       lr_scaling="none", warmup_epochs=0.0, augment_on="host", seed=0,
+                       method_options=OPTIONS[method])
 
 
 def _one_step(model, strategy):

@@ -338,8 +338,9 @@ def test_fine_tune_model_keeps_the_selected_head_layer(keep_layer):
 
 @pytest.mark.parametrize("augment_on", ["host", "device"])
 def test_build_method_respects_the_config(augment_on):
-    config = TrainConfig(image_size=SIZE, width_multiplier=WIDTH, proj_layers=3, proj_dim=16, keep_proj_layer=2,
-                         temperature=0.2, augment_on=augment_on, color_jitter_strength=0.5, seed=3)
+    config = TrainConfig(image_size=SIZE, width_multiplier=WIDTH, augment_on=augment_on, color_jitter_strength=0.5,
+                         seed=3, method_options={"proj_layers": 3, "proj_dim": 16, "keep_proj_layer": 2,
+                                                 "temperature": 0.2})
     model = build_method(config, num_classes=10)
     assert isinstance(model, SimCLR)
     assert model.temperature == 0.2 and model.seed == 3
@@ -358,6 +359,7 @@ def test_build_method_respects_the_config(augment_on):
         assert recipe.image_size == SIZE and recipe.color_jitter_strength == 0.5
     else:
         assert model.augment is None
-    no_probe = build_method(TrainConfig(image_size=SIZE, width_multiplier=WIDTH, linear_probe=False), num_classes=10)
+    no_probe = build_method(TrainConfig(image_size=SIZE, width_multiplier=WIDTH, linear_probe=False,
+                                        method_options={"temperature": 0.5}), num_classes=10)
     assert no_probe.probe is None and no_probe.projector.num_layers == 2 and no_probe.projector.output_dim == 128
     assert no_probe.temperature == 0.5

@@ -18,8 +18,8 @@ def _config(sync_bn):
     # Plain SGD (no momentum, no decay, constant LR at step 0) so one step is w - lr * g.
     return TrainConfig(model_dir="unused", image_size=SIZE, width_multiplier=WIDTH, sync_bn=sync_bn,
                        batch_size=GLOBAL_BATCH, optimizer="sgd", momentum=0.0, weight_decay=0.0,
-                       learning_rate=0.05, lr_scaling="none", warmup_epochs=0.0, proj_dim=8, temperature=0.5,
-                       augment_on="host", seed=0)
+                       learning_rate=0.05, lr_scaling="none", warmup_epochs=0.0, augment_on="host", seed=0,
+                       method_options={"proj_dim": 8, "temperature": 0.5})
 
 
 def _one_step(model, strategy):

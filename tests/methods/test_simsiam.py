@@ -162,10 +162,12 @@ def test_save_and_reload_round_trip(tmp_path):
 
 
 def test_build_method_defaults():
-    config = TrainConfig(method="simsiam", image_size=SIZE, width_multiplier=WIDTH, proj_layers=3, proj_dim=32)
+    config = TrainConfig(method="simsiam", image_size=SIZE, width_multiplier=WIDTH,
+                         method_options=dict(proj_layers=3, proj_dim=32, proj_hidden_dim=0, pred_hidden_dim=0,
+                                             fix_predictor_lr=False))
     model = build_method(config, num_classes=10)
     assert isinstance(model, SimSiam) and model.augment is None
-    # proj_hidden_dim 0 means the encoder width (64 for ResNet-18 x 1/8).
+    # proj_hidden_dim 0 means the encoder width (64 for ResNet-18 x 1/8), pred_hidden_dim 0 proj_dim // 4.
     assert model.projector.num_layers == 3 and model.projector.last_bn and model.projector.hidden_dim == 64
     assert model.predictor.hidden_dim == 8 and model.predictor.output_dim == 32  # bottleneck proj_dim / 4
     assert not hasattr(model, "target_encoder")
@@ -205,9 +207,12 @@ def test_fixed_predictor_rate_follows_the_peak_while_the_rest_follows_the_schedu
 
 
 def test_fixed_predictor_rate_flag_reaches_the_method():
-    config = TrainConfig(model_dir="x", method="simsiam", image_size=SIZE, width_multiplier=WIDTH, proj_dim=PROJ_DIM,
-                         fix_predictor_lr=True)
+    def options(fix):
+        return dict(proj_layers=2, proj_dim=PROJ_DIM, proj_hidden_dim=0, pred_hidden_dim=0, fix_predictor_lr=fix)
+
+    config = TrainConfig(model_dir="x", method="simsiam", image_size=SIZE, width_multiplier=WIDTH,
+                         method_options=options(True))
     model = build_method(config)
     assert model.fix_predictor_lr and model.get_config()["fix_predictor_lr"]
     assert not build_method(TrainConfig(model_dir="x", method="simsiam", image_size=SIZE, width_multiplier=WIDTH,
-                                        proj_dim=PROJ_DIM)).fix_predictor_lr
+                                        method_options=options(False))).fix_predictor_lr

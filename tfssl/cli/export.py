@@ -6,7 +6,7 @@
   tfssl-export --model_dir=runs/a --export_dir=exports/a               # exactly that directory
   tfssl-export --describe=exports/fmnist                                # like saved_model_cli show --all
 
-Endpoints: encoder stage outputs (stem, block1..block4) and, for SimCLR with --keep_proj_layer > 0,
+Endpoints: encoder stage outputs (stem, block1..block4) and, for SimCLR with --simclr_keep_proj_layer > 0,
 "kept_head": the projection-head layer SimCLRv2 fine-tunes from.
 """
 from absl import flags
@@ -46,7 +46,7 @@ def _heads(model, config, checkpoint_path):
             endpoints[name] = name
         elif projector is None or not getattr(projector, "keep_layer", 0):
             raise ValueError(f"--endpoints={KEPT_HEAD}: the run keeps no projection-head layer "
-                             "(--keep_proj_layer=0), so its fine-tuning representation is the embedding itself")
+                             "(--simclr_keep_proj_layer=0), so its fine-tuning representation is the embedding itself")
         else:
             endpoints[name] = projector.kept_output
     return (projector if FLAGS.projection else None), endpoints
@@ -74,7 +74,7 @@ def main(_):
     common = dict(projection=projection, endpoints=endpoints, warmup=FLAGS.warmup,
                   metadata={"method": config.method, "encoder": config.encoder,
                             "width_multiplier": config.width_multiplier, "checkpoint": path,
-                            "keep_proj_layer": getattr(config, "keep_proj_layer", 0)})
+                            "keep_proj_layer": getattr(config.options(), "keep_proj_layer", 0)})
     if FLAGS.export_dir:
         out = export_encoder_to_dir(model.representation(), FLAGS.export_dir, config.image_size, overwrite=FLAGS.overwrite,
                                     model_name=FLAGS.model_name, **common)

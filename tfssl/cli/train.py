@@ -9,9 +9,11 @@ from absl import flags
 import tfssl.cli  # noqa: F401  (quiet TF logs before TensorFlow loads)
 from tfssl.cli._common import run_main
 import tfssl.config
-from tfssl.config import TrainConfig, define_flags, from_flags
+from tfssl.config import TrainConfig, define_flags, define_method_flags, from_flags
+import tfssl.methods  # noqa: F401  (registers every method, whose options become --<method>_* flags)
 
 define_flags(flags.FLAGS)
+define_method_flags(flags.FLAGS)
 flags.adopt_module_key_flags(tfssl.config)  # so --helpshort lists them
 FLAGS = flags.FLAGS
 

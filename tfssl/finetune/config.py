@@ -18,7 +18,7 @@ class FineTuneConfig:
                               "output dir, or exported SavedModel (version dir or model dir = newest version).")
     checkpoint: str = _field("", "With a run --encoder: a specific checkpoint (default: newest).")
     head_layers: int = _field(-1, "Projection-head layers kept on the encoder (SimCLRv2); -1 = the run's "
-                                  "--keep_proj_layer (0 for plain encoders).")
+                                  "--simclr_keep_proj_layer (0 for plain encoders).")
     random_init: bool = _field(False, "Start from random weights: the --encoder architecture re-initialised, or "
                                       "--encoder_name/--width_multiplier when no --encoder is given.")
     encoder_name: str = _field("resnet18", "Architecture for --random_init without --encoder.")

@@ -200,7 +200,7 @@ def load_encoder(path, trainable=True, head_layers=None, checkpoint=None):
       trainable: value of `trainable` on every layer of the returned model. With False, batch norm
         runs in inference mode even when called with `training=True` (Keras' fine-tuning convention).
       head_layers: projection-head layers to keep on top of the encoder (SimCLRv2 selector). None =
-        what the source chose at pre-training (`--keep_proj_layer` of the run; 0 for plain encoders).
+        what the source chose at pre-training (`--simclr_keep_proj_layer` of the run; 0 for plain encoders).
         Only runs and saved SSL methods have a head.
       checkpoint: with a run directory, a specific checkpoint path (default: the newest).
 

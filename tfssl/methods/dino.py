@@ -90,7 +90,8 @@ class DINO(SSLMethod):
         student = tf.split(tf.cast(student, tf.float32), len(views), axis=0)
         temperature = self.teacher_temperature_at(step)
         loss = dino_loss(student, teacher, self.center.value, self.student_temperature, temperature)
-        metrics = {"collapse_std": self.collapse_std(tf.nn.softmax(teacher[0] - self.center.value)),
+        # Collapse monitor on the centred teacher outputs: 0 when every image gets the same output.
+        metrics = {"collapse_std": self.collapse_std(teacher[0] - self.center.value),
                    "teacher_temperature": temperature}
         return Loss(loss, features[0], metrics, {"teacher": teacher})
 

@@ -218,3 +218,8 @@ class MoCoV1Options(MoCoV2Options):
 
     def head(self):
         return ProjectionHead(num_layers=1, output_dim=self.proj_dim, use_bn=False, name="projector")
+
+    @classmethod
+    def from_legacy(cls, flat):
+        # Older runs stored the flat --proj_layers (default 2), which v1's one-layer head always ignored.
+        return dataclasses.replace(super().from_legacy(flat), proj_layers=1, proj_hidden_dim=0)
