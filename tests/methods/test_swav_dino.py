@@ -164,6 +164,7 @@ def _mild_multi_crop(steps, seed=0):
     return batches[:steps]
 
 
+@pytest.mark.slow
 def test_swav_short_run_leaves_ln_k():
     keras.utils.set_random_seed(0)
     encoder = build_encoder("resnet18", SIZE, width_multiplier=0.125)
@@ -181,6 +182,7 @@ def test_swav_short_run_leaves_ln_k():
     assert np.mean(losses[-10:]) < np.log(K) - 0.15, (losses[:5], losses[-5:])
 
 
+@pytest.mark.slow
 def test_dino_short_run_keeps_its_collapse_monitor_healthy():
     """Centring + sharpening keep the teacher's outputs apart: the monitor stays well above 0 (collapse) and the
     loss stays below ln K (uniform teacher)."""
