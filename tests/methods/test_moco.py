@@ -21,7 +21,7 @@ from tfssl.augment import BYOLAugment, SimCLRAugment, ViewRecipe
 from tfssl.config import TrainConfig
 from tfssl.heads import ProjectionHead, predictor_head
 from tfssl.methods import MoCo, MoCoV3, build_augment, build_method
-from tfssl.methods.moco import shuffle_permutation
+from tfssl.encoders.shuffled_bn import shuffle_permutation
 from tfssl.training import build_training
 from method_data import fashion_views, host_batch, one_step, random_views, uneven_global_batch
 

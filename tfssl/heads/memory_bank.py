@@ -5,11 +5,18 @@ Wu, Xiong, Yu, Lin, "Unsupervised Feature Learning via Non-Parametric Instance D
 per image; it starts as random unit vectors and row i is pulled towards the newest feature of image i
 (proximal regularisation, momentum 0.5). Writes are gathered from every replica before they are
 applied, so all replicas hold the same bank.
+
+Negatives (`sample`) are drawn per step from a stateless seed and shared by the whole global batch (every
+replica draws the same indices, a resumed run draws what the uninterrupted one would have); as in the
+paper's sampling, a draw may coincide with an example's own positive (with K << N it is rare).
 """
 import keras
 import tensorflow as tf
 
 from tfssl.distribute import cross_replica_concat
+
+# Folded into the sampling seed so that its stream differs from the augmentation's (seed, counter).
+_SAMPLE_SALT = 0x1D15
 
 
 @keras.saving.register_keras_serializable(package="tfssl")
@@ -51,6 +58,16 @@ class MemoryBank(keras.layers.Layer):
         """Rows `indices` (int `[n]`, in [0, size)) of the bank: float32 `[n, dim]`, no gradient."""
         indices = tf.cast(tf.reshape(indices, [-1]), tf.int64)
         return tf.stop_gradient(tf.gather(self.bank.value, indices))
+
+    def sample(self, count, seed):
+        """`count` row indices, int64 `[count]`, uniform on [0, size) with replacement; stateless in `seed` `[2]`.
+
+        Philox is named explicitly: "auto_select" picks another generator under XLA (jit_compile), which
+        would change the draws of a run with the compile flag. The salt keeps this stream apart from the
+        augmentation's streams of the same (seed, step).
+        """
+        seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), _SAMPLE_SALT, alg="philox")
+        return tf.random.stateless_uniform([count], seed, minval=0, maxval=self.size, dtype=tf.int64, alg="philox")
 
     def update(self, indices, features):
         """Moves rows `indices` towards `features` and renormalises them; other rows are untouched.

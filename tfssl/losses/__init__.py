@@ -12,6 +12,7 @@ from tfssl.losses.instdis import (
     InstDisOutput,
     check_instdis_loss,
     estimate_nce_normalizer,
+    frozen_nce_normalizer,
     instdis_logits,
     instdis_loss,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "contrastive_accuracy_and_entropy",
     "dino_loss",
     "estimate_nce_normalizer",
+    "frozen_nce_normalizer",
     "infonce_loss",
     "instdis_logits",
     "instdis_loss",

@@ -86,6 +86,15 @@ def estimate_nce_normalizer(logits, num_data):
     return float(num_data) * total[0] / total[1]
 
 
+def frozen_nce_normalizer(variable, logits, num_data):
+    """NCE's Z, estimated once and then frozen: `variable` (a scalar, 0 = not estimated yet) takes this global
+    batch's estimate on its first use and keeps it; returns the value in force (the paper's code does this)."""
+    stored = tf.convert_to_tensor(variable.value)
+    normalizer = tf.where(stored > 0.0, stored, estimate_nce_normalizer(logits, num_data))
+    variable.assign(normalizer)
+    return normalizer
+
+
 def instdis_loss(features, positives, negatives, temperature=0.07, loss="nce", num_data=None, normalizer=None):
     """InstDis loss of features against their bank rows and K shared bank negatives.
 

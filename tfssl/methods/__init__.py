@@ -8,7 +8,8 @@ from tfssl.methods.base import Loss, ParamGroup, SSLMethod
 from tfssl.methods.byol import BYOL, BYOLOptions
 from tfssl.methods.dino import DINO, DINOOptions
 from tfssl.methods.instdis import InstDis, InstDisOptions
-from tfssl.methods.moco import MoCo, MoCoV1Options, MoCoV2Options
+from tfssl.methods.moco import MoCo, MoCoV2Options
+from tfssl.methods.moco_v1 import MoCoV1Options
 from tfssl.methods.moco_v3 import MoCoV3, MoCoV3Options
 from tfssl.methods.redundancy import RedundancyMethod
 from tfssl.methods.registry import REGISTRY, BuildContext, MethodOptions, method_class, register

@@ -68,11 +68,13 @@ class SSLMethod(keras.Model):
       clip_norm: clip each gradient to this L2 norm (0: no clipping; DINO: 3.0).
 
     A subclass that lists "collapse_std" in `metric_names` reports `collapse_std(z)` of its embeddings
-    (see there); `keras_parts` names the constructor arguments that are Keras layers in `get_config`.
+    (see there); `keras_parts` names the constructor arguments that are Keras layers and `config_fields`
+    the plain ones, each stored under its own name as an attribute: `get_config` serialises both.
     """
 
     metric_names = ("loss",)
     keras_parts = ("encoder", "projector")
+    config_fields = ()
     # Views a bare per-image recipe makes, and whether batches must carry each example's index.
     default_views = 2
     needs_index = False
@@ -331,6 +333,8 @@ class SSLMethod(keras.Model):
             "linear_probe": self.linear_probe,
             "seed": self.seed,
             "clip_norm": self.clip_norm,
+            **{part: keras.saving.serialize_keras_object(getattr(self, part)) for part in self.keras_parts[1:]},
+            **{field: getattr(self, field) for field in self.config_fields},
         }
 
     @classmethod

@@ -22,23 +22,18 @@ from tfssl.optim.momentum import cosine_momentum
 
 @keras.saving.register_keras_serializable(package="tfssl")
 class DINO(SSLMethod):
-    """DINO with multi-crop.
-
-    Args:
-      encoder: student backbone, images -> `[B, D]`.
-      head: student `DINOHead`.
-      global_crops: the first this many crops go through the teacher (2).
-      tau_base: teacher momentum at step 0, rising to 1 over `total_steps` (None: constant).
-      student_temperature, teacher_temperature, warmup_teacher_temperature, warmup_teacher_epochs: the
-        temperatures (0.1; 0.04 -> 0.07 over 30 epochs in the README's recipe).
-      center_momentum: EMA momentum of the centre (0.9).
-      freeze_last_layer_steps: steps during which the head's last layer gets no update (one epoch).
-      steps_per_epoch: for the temperature warm-up (None: no warm-up possible).
-      **kwargs: `SSLMethod` arguments (clip_norm: 3.0 in the paper).
+    """DINO with multi-crop. `encoder` / `head` (a `DINOHead`) are the student; the first `global_crops` views
+    go through the teacher, which is the EMA copy (momentum `tau_base` -> 1 over `total_steps`; None: constant)
+    and the representation. Temperatures: student 0.1; teacher `warmup_teacher_temperature` -> `teacher_temperature`
+    over `warmup_teacher_epochs` (needs `steps_per_epoch`). `center_momentum` 0.9; the head's last layer gets no
+    update for `freeze_last_layer_steps`; `**kwargs`: `SSLMethod` arguments (clip_norm: 3.0 in the paper).
     """
 
     metric_names = ("loss", "collapse_std", "teacher_temperature")
     keras_parts = ("encoder", "head")
+    config_fields = ("global_crops", "tau_base", "total_steps", "student_temperature", "teacher_temperature",
+                     "warmup_teacher_temperature", "warmup_teacher_epochs", "center_momentum",
+                     "freeze_last_layer_steps", "steps_per_epoch")
 
     def __init__(self, encoder, head, global_crops=2, tau_base=0.996, total_steps=None, student_temperature=0.1,
                  teacher_temperature=0.04, warmup_teacher_temperature=0.04, warmup_teacher_epochs=0.0,
@@ -97,16 +92,6 @@ class DINO(SSLMethod):
 
     def after_step(self, state, step):
         self.center.assign(update_center(self.center.value, state["teacher"], self.center_momentum))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(head=keras.saving.serialize_keras_object(self.head), global_crops=self.global_crops,
-                      tau_base=self.tau_base, total_steps=self.total_steps,
-                      student_temperature=self.student_temperature, teacher_temperature=self.teacher_temperature,
-                      warmup_teacher_temperature=self.warmup_teacher_temperature,
-                      warmup_teacher_epochs=self.warmup_teacher_epochs, center_momentum=self.center_momentum,
-                      freeze_last_layer_steps=self.freeze_last_layer_steps, steps_per_epoch=self.steps_per_epoch)
-        return config
 
 
 @dataclasses.dataclass

@@ -9,15 +9,9 @@ training images (negatives), at temperature 0.07, through NCE (sec. 3.2, the pap
 or the non-parametric softmax; after the gradient step the batch's rows move towards the new
 features (sec. 3.4: proximal update with momentum 0.5, then renormalised).
 
-Choices made here, stated because they are not forced by the paper:
-- The K negatives are drawn once per step, from the stateless seed (seed, optimizer step), and shared
-  by the whole global batch (every replica draws the same indices). As in the paper's sampling, a
-  negative may coincide with an example's own positive (not excluded: with K << N it is rare).
-- NCE's normaliser Z is estimated once, from the first step's global batch (Z = N * mean of exp(s)
-  over its positive and negative logits, as the paper's code does), and then frozen; it is a
-  non-trainable, checkpointed variable (0 = not estimated yet).
-- The bank momentum is 0.5 (the paper's proximal setting), the loss the local mean divided by the
-  number of replicas; the bank math runs in float32 even under mixed precision.
+Choices not forced by the paper: the K negatives are shared by the global batch and drawn per step
+(`MemoryBank.sample`); NCE's Z is estimated from the first step's global batch and then frozen
+(`frozen_nce_normalizer`, a checkpointed variable); the bank math runs in float32.
 """
 import dataclasses
 import numbers
@@ -26,17 +20,13 @@ import keras
 import tensorflow as tf
 
 from tfssl.heads import MemoryBank, ProjectionHead
-from tfssl.losses import (INSTDIS_LOSSES, check_instdis_loss, check_temperature, estimate_nce_normalizer,
+from tfssl.losses import (INSTDIS_LOSSES, check_instdis_loss, check_temperature, frozen_nce_normalizer,
                           instdis_logits, instdis_loss)
 from tfssl.methods.base import Loss, SSLMethod
 from tfssl.methods.registry import MethodOptions, option
 
-# Folded into the negatives' seed so that their stream differs from the augmentation's (seed, counter).
-_NEGATIVES_SALT = 0x1D15
-
 
 def _is_count(value):
-    """True for an integer >= 1 (python or numpy, not bool)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
@@ -75,14 +65,10 @@ class InstDis(SSLMethod):
             raise ValueError(f"bank_momentum must be in [0, 1) (0.5 in the paper), got {bank_momentum!r}")
         if num_examples is not None and not _is_count(num_examples):
             raise ValueError(f"num_examples must be None (no memory bank) or an integer >= 1, got {num_examples!r}")
-        self.projector = projector
-        self.num_examples = None if num_examples is None else int(num_examples)
-        self.temperature = float(temperature)
-        self.num_negatives = int(num_negatives)
-        self.bank_momentum = float(bank_momentum)
+        self.projector, self.num_examples = projector, None if num_examples is None else int(num_examples)
+        self.temperature, self.num_negatives = float(temperature), int(num_negatives)
+        self.bank_momentum, self.bank, self.normalizer = float(bank_momentum), None, None
         self.objective = loss  # not `self.loss`: keras.Model.compile owns that attribute
-        self.bank = None
-        self.normalizer = None
         if num_examples is not None:
             self.bank = MemoryBank(self.num_examples, projector.output_dim, momentum=self.bank_momentum,
                                    seed=self.seed, name="memory_bank")
@@ -97,27 +83,12 @@ class InstDis(SSLMethod):
         super().build_heads()
 
     def negative_indices(self, step):
-        """The K negatives of optimizer step `step`: int64 `[K]`, uniform on [0, N) with replacement.
-
-        A stateless function of (seed, step), so every replica draws the same indices and a resumed
-        run draws what the uninterrupted run would have. A draw may be the index of an example in the
-        batch, i.e. that example's own positive; as in the paper this is not excluded.
-        """
-        seed = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(step, tf.int64)])
-        # Philox named explicitly: "auto_select" picks a different generator under XLA (jit_compile),
-        # which would change the negatives of a run with the compile flag.
-        seed = tf.random.experimental.stateless_fold_in(seed, _NEGATIVES_SALT, alg="philox")
-        return tf.random.stateless_uniform([self.num_negatives], seed, minval=0, maxval=self.num_examples,
-                                           dtype=tf.int64, alg="philox")
+        """The K negatives of optimizer step `step`: int64 `[K]`, a stateless draw shared by every replica."""
+        return self.bank.sample(self.num_negatives, tf.stack([tf.cast(self.seed, tf.int64), tf.cast(step, tf.int64)]))
 
     def frozen_normalizer(self, features, positives, negatives):
-        """NCE's Z: estimated from this global batch if not set yet (then stored), else the stored value."""
         logits = instdis_logits(tf.stop_gradient(features), positives, negatives, self.temperature)
-        estimate = estimate_nce_normalizer(logits, self.num_examples)
-        stored = tf.convert_to_tensor(self.normalizer.value)
-        normalizer = tf.where(stored > 0.0, stored, estimate)
-        self.normalizer.assign(normalizer)
-        return normalizer
+        return frozen_nce_normalizer(self.normalizer, logits, self.num_examples)
 
     def compute_loss(self, views, batch):
         if self.bank is None:

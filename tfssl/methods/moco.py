@@ -3,52 +3,23 @@
 He, Fan, Wu, Xie, Girshick, "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR
 2020, Algorithm 1; Chen, Fan, Girshick, He, "Improved Baselines with Momentum Contrastive Learning"
 (MoCo v2), 2020. v1 and v2 share this class: v2 only changes the parts (2-layer MLP head instead of a
-linear one, SimCLR's augmentation with blur, temperature 0.2, cosine learning rate), which
-`build_method` picks from the method name.
+linear one, SimCLR's augmentation with blur, temperature 0.2, cosine learning rate); v1's options are in
+`tfssl/methods/moco_v1.py`.
 
-Batch-norm leak (MoCo sec. 3.3, "Shuffling BN"): a query and its key are encoded in the same batch, so
-batch statistics let the network tell which key belongs to the batch of the query and "cheat" the
-pretext task. As in the paper, the key batch is shuffled before the key encoder sees it and
-unshuffled after, so each key is normalised with the statistics of a different group of images than
-its query. The groups are the replicas (the paper's GPUs); `bn_splits` additionally cuts each
-replica's batch into that many groups, normalised separately -- on one device (this repository's CPU
-benchmarks) that is the only way to get more than one group, so the Fashion-MNIST flagfiles set it.
-Sync BN would normalise over the whole global batch and re-open the leak, so `--sync_bn` is refused
-for MoCo v1/v2 (MoCo v3 has no queue and uses sync BN, as its paper does).
+Shuffled BN (MoCo sec. 3.3) is `tfssl.encoders.shuffled_bn`: keys are encoded in shuffled BN groups (the
+replicas, times `bn_splits` per replica -- the Fashion-MNIST flagfiles set it, one device having one
+group otherwise); `--sync_bn` would re-open the leak and is refused (MoCo v3 uses sync BN, as its paper).
 """
 import dataclasses
 
 import keras
 import tensorflow as tf
 
-from tfssl import rng
-from tfssl.distribute import cross_replica_concat, replica_id_and_count
+from tfssl.encoders.shuffled_bn import grouped_apply, shuffled_apply
 from tfssl.heads import KeyQueue, ProjectionHead
 from tfssl.losses import infonce_loss
 from tfssl.methods.base import Loss, SSLMethod
 from tfssl.methods.registry import MethodOptions, option
-
-
-def shuffle_permutation(global_size, seed):
-    """A random permutation of `range(global_size)`, the same on every replica (stateless in `seed`)."""
-    noise = rng.uniform([global_size], seed)
-    return tf.argsort(noise, stable=True)
-
-
-def grouped_apply(network, images, groups):
-    """`network(images)` with the batch cut into `groups` equal chunks, each normalised by its own BN statistics.
-
-    Args:
-      network: callable `(x, training) -> [n, d]`.
-      images: `[n, ...]` with n divisible by `groups`.
-      groups: number of chunks (1 = one call on the whole batch).
-
-    Returns:
-      `[n, d]`, rows in the input order.
-    """
-    if groups == 1:
-        return network(images, training=True)
-    return tf.concat([network(chunk, training=True) for chunk in tf.split(images, groups, axis=0)], axis=0)
 
 
 @keras.saving.register_keras_serializable(package="tfssl")
@@ -96,28 +67,9 @@ class MoCo(SSLMethod):
     def _key_network(self, images, training=True):
         return self.key_projector(self.key_encoder(images, training=training), training=training)
 
-    def _query_network(self, images, training=True):
-        return self.projector(self.encoder(images, training=training), training=training)
-
     def keys(self, view, step):
-        """Keys `[n, d]` of this replica's `view`, computed with BN shuffled over all replicas and splits.
-
-        The global key batch is gathered, permuted by a permutation every replica draws identically
-        from (seed, step), and cut into `num_replicas * bn_splits` groups; this replica encodes its
-        groups, the encoded groups are gathered again and the permutation is undone.
-        """
-        replica_id, num_replicas = replica_id_and_count()
-        groups = num_replicas * self.bn_splits
-        if groups == 1:
-            return tf.stop_gradient(self._key_network(view))
-        everything = cross_replica_concat(view)
-        n = tf.shape(view)[0]
-        perm = shuffle_permutation(tf.shape(everything)[0], tf.stack([self.seed, tf.cast(step, tf.int32)]))
-        mine = tf.gather(everything, perm[replica_id * n:(replica_id + 1) * n])
-        shuffled_keys = cross_replica_concat(grouped_apply(self._key_network, mine, self.bn_splits))
-        # Row perm[j] of the original order was encoded at shuffled position j: scatter it back.
-        keys = tf.gather(shuffled_keys, tf.argsort(perm, stable=True))
-        return tf.stop_gradient(keys[replica_id * n:(replica_id + 1) * n])
+        """Keys `[n, d]` of this replica's `view`, encoded in BN groups shuffled over replicas and splits."""
+        return shuffled_apply(self._key_network, view, self.bn_splits, tf.stack([self.seed, tf.cast(step, tf.int32)]))
 
     def compute_loss(self, views, batch):
         view1, view2 = views
@@ -160,7 +112,7 @@ class MoCoV2Options(MethodOptions):
     momentum: float = option(0.999, "Key-encoder EMA momentum m (paper: 0.999).")
     temperature: float = option(0.2, "InfoNCE temperature (v1: 0.07, v2: 0.2).")
     bn_splits: int = option(1, "Shuffled-BN groups per replica (> 1 on one device blocks the BN leak; see "
-                               "tfssl/methods/moco.py).")
+                               "tfssl/encoders/shuffled_bn.py).")
     proj_layers: int = option(2, "Head depth (v2: Dense -> ReLU -> Dense).")
     proj_dim: int = option(128, "Key / query dimension.")
     proj_hidden_dim: int = option(0, "Head hidden width; 0 = the encoder's output width (2048 for a ResNet-50).")
@@ -191,35 +143,3 @@ class MoCoV2Options(MethodOptions):
     def build(self, train, encoder, context, **common):
         return MoCo(encoder, self.head(), queue_size=self.queue_size, momentum=self.momentum,
                     temperature=self.temperature, bn_splits=self.bn_splits, **common)
-
-
-@dataclasses.dataclass
-class MoCoV1Options(MoCoV2Options):
-    """MoCo v1's options: a linear head, temperature 0.07, the InstDis augmentation."""
-
-    NAME = "moco_v1"
-    ARCHITECTURE = ("proj_dim", "queue_size")
-
-    temperature: float = option(0.07, "InfoNCE temperature (v1: 0.07).")
-    proj_layers: int = option(1, "Head depth: v1 is one linear layer (only 1 is accepted).")
-    proj_hidden_dim: int = option(0, "Unused by v1 (one linear layer).")
-
-    def validate(self, train, num_replicas=1):
-        super().validate(train, num_replicas)
-        self.check_range("proj_layers", 1, 1)
-
-    def augment(self, train):
-        """Crops of 20-100% area, colour jitter always, grayscale p 0.2, no blur (v1 / InstDis recipe; hue
-        range is the SimCLR recipe's 0.2 * s)."""
-        from tfssl.augment import SimCLRAugment
-
-        return SimCLRAugment(train.image_size, color_jitter_strength=train.color_jitter_strength, blur=False,
-                             crop_area=(0.2, 1.0), jitter_prob=1.0)
-
-    def head(self):
-        return ProjectionHead(num_layers=1, output_dim=self.proj_dim, use_bn=False, name="projector")
-
-    @classmethod
-    def from_legacy(cls, flat):
-        # Older runs stored the flat --proj_layers (default 2), which v1's one-layer head always ignored.
-        return dataclasses.replace(super().from_legacy(flat), proj_layers=1, proj_hidden_dim=0)

@@ -41,6 +41,7 @@ class SwAV(SSLMethod):
 
     metric_names = ("loss", "collapse_std")
     keras_parts = ("encoder", "projector", "prototypes", "queue")
+    config_fields = ("temperature", "epsilon", "sinkhorn_iterations", "coded_crops", "freeze_prototypes_steps")
 
     def __init__(self, encoder, projector, prototypes, queue=None, temperature=0.1, epsilon=0.05,
                  sinkhorn_iterations=3, coded_crops=2, freeze_prototypes_steps=0, **kwargs):
@@ -85,14 +86,6 @@ class SwAV(SSLMethod):
     def after_step(self, state, step):
         if self.queue is not None:
             self.queue.push(state["embeddings"], step)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({part: keras.saving.serialize_keras_object(getattr(self, part))
-                       for part in ("projector", "prototypes", "queue")})
-        config.update(temperature=self.temperature, epsilon=self.epsilon, sinkhorn_iterations=self.sinkhorn_iterations,
-                      coded_crops=self.coded_crops, freeze_prototypes_steps=self.freeze_prototypes_steps)
-        return config
 
 
 @dataclasses.dataclass
