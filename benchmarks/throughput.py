@@ -106,7 +106,7 @@ def main(_):
             images = np.random.default_rng(0).random((config.batch_size, config.image_size, config.image_size, 3))
             views = tf.constant(images, tf.float32)
             labels = tf.zeros([config.batch_size], tf.int64)
-            ds = tf.data.Dataset.from_tensors((views, views[::-1], labels)).repeat()
+            ds = tf.data.Dataset.from_tensors({"views": (views, views[::-1]), "labels": labels}).repeat()
             per_image = 3 * (2 * layer_forward_flops(model.encoder) + 2 * layer_forward_flops(model.projector))
             results["train_flops_per_image"] = per_image
         else:
