@@ -115,9 +115,9 @@ def main(_):
     evaluation = evaluate_run(config.model_dir)
     results["eval_seconds"] = round(time.time() - start, 1)
     results[config.method] = evaluation["encoder"]
-    results["random_init"] = evaluation["random_init"]
+    results["random_init"], results["raw_pixels"] = evaluation["random_init"], evaluation["raw_pixels"]
     print(format_table(evaluation))
-    names = [config.method, "random_init"]
+    names = [config.method, "random_init", "raw_pixels"]
 
     if FLAGS.supervised_epochs:
         start = time.time()

@@ -3,7 +3,8 @@
   python benchmarks/accuracy_table.py [--results_dir=benchmarks/results]
 
 One row per method (linear probe and weighted kNN, validation-selected, test reported; pre-training wall
-time and peak memory), then the random-init and supervised baselines of the same encoder.
+time and peak memory), then the baselines: random-init and supervised training of the same encoder, and
+the raw pixels through the same probes (from a run that has them, else benchmarks/raw_pixels.py's JSON).
 """
 import glob
 import json
@@ -14,7 +15,9 @@ from absl import app, flags
 flags.DEFINE_string("results_dir", "benchmarks/results", "Where accuracy*_fashion_mnist.json live.")
 FLAGS = flags.FLAGS
 
-ORDER = ("simclr", "moco_v1", "moco_v2", "moco_v3", "byol", "simsiam", "instdis", "barlow_twins", "vicreg")
+ORDER = ("simclr", "moco_v1", "moco_v2", "moco_v3", "byol", "simsiam", "instdis", "barlow_twins", "vicreg", "swav",
+         "dino")
+RAW_PIXELS = "raw_pixels_fashion_mnist.json"
 
 
 def _row(name, figures, minutes="", memory=""):
@@ -40,6 +43,12 @@ def table(results_dir):
         lines.append(_row(method, data[method], f"{data['pretrain_seconds'] / 60:.0f}", f"{peak / 1024:.1f}"))
     baseline = runs.get("simclr") or next(iter(runs.values()))
     lines.append(_row("random init (same encoder)", baseline["random_init"]))
+    raw = next((data["raw_pixels"] for data in runs.values() if "raw_pixels" in data), None)
+    if raw is None and os.path.exists(os.path.join(results_dir, RAW_PIXELS)):
+        with open(os.path.join(results_dir, RAW_PIXELS)) as f:
+            raw = json.load(f)["raw_pixels"]
+    if raw is not None:
+        lines.append(_row("raw pixels (same probes)", raw))
     if "supervised" in baseline:
         lines.append(_row("supervised (same encoder, labels)", baseline["supervised"],
                           f"{baseline['supervised_seconds'] / 60:.0f}"))

@@ -36,6 +36,10 @@ flags.DEFINE_float("learning_rate", 0.05, "Peak learning rate (cosine decay).")
 flags.DEFINE_string("optimizer", "sgd", "Optimizer (sgd, lars, adamw, lamb).")
 flags.DEFINE_string("fine_tune_after_block", "none", "Freeze up to this block in both arms.")
 flags.DEFINE_bool("zero_init_head", True, "Zero-initialised classifier in both arms (SimCLRv2).")
+flags.DEFINE_list("arms", ["ssl", "random_init", "raw_pixels"],
+                  "Arms per encoder and fraction: ssl, random_init (fine-tuned) and raw_pixels (a linear probe on "
+                  "the flattened pixels of the same labelled subset, l2 chosen on validation: the no-learning "
+                  "baseline).")
 flags.DEFINE_string("out_dir", "runs/semi_supervised", "Where each run's result.json / classifier.keras go.")
 flags.DEFINE_string("output", "benchmarks/results/semi_supervised_fashion_mnist.json", "Figures (JSON).")
 FLAGS = flags.FLAGS
@@ -55,6 +59,25 @@ def run_one(config, verbose=1):
     return fine_tune(config, verbose=verbose)
 
 
+def raw_pixels_run(config):
+    """Logistic regression on the raw pixels of `config`'s labelled subset; val-selected l2, test scored once."""
+    from tfssl.evaluation import extract_features, linear_probe
+    from tfssl.evaluation.run import raw_pixels
+    from tfssl.finetune import class_balanced_subset, split_labels
+
+    start = time.time()
+    train = config.load_split(config.train_split)
+    indices = class_balanced_subset(split_labels(train), config.label_fraction, config.subset_seed, train.num_classes)
+    size = int(train.dataset.element_spec[0].shape[0])
+    x, y = extract_features(raw_pixels, train.dataset, size, verbose=0)
+    val, test = (extract_features(raw_pixels, config.load_split(name).dataset, size, verbose=0)
+                 for name in (config.val_split, config.test_split))
+    probe = linear_probe((x[indices], y[indices]), val, test, train.num_classes)
+    return {"val_accuracy": probe["val_accuracy"], "test_accuracy": probe["test_accuracy"],
+            "best_l2": probe["best_l2"], "num_labelled": int(len(indices)), "selected_epoch": None,
+            "seconds": round(time.time() - start, 1), "source": "raw pixels"}
+
+
 def summary(results):
     """Mean (and spread over seeds) of val / test accuracy."""
     import numpy as np
@@ -68,17 +91,13 @@ def summary(results):
 
 
 def markdown_table(figures):
-    lines = ["| encoder | labels | SSL val | SSL test | random-init val | random-init test | gain (test) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| encoder | labels | arm | val | test |", "|---|---|---|---|---|"]
     for name, per_fraction in figures.items():
         for fraction, arms in per_fraction.items():
-            ssl, rnd = arms["ssl"], arms["random_init"]
-            spread = f" ± {ssl['test_accuracy_std']:.3f}" if ssl["seeds"] > 1 else ""
-            rnd_spread = f" ± {rnd['test_accuracy_std']:.3f}" if rnd["seeds"] > 1 else ""
-            lines.append(f"| {name} | {float(fraction):.0%} ({ssl['num_labelled']}) | {ssl['val_accuracy']:.4f} | "
-                         f"{ssl['test_accuracy']:.4f}{spread} | {rnd['val_accuracy']:.4f} | "
-                         f"{rnd['test_accuracy']:.4f}{rnd_spread} | "
-                         f"{ssl['test_accuracy'] - rnd['test_accuracy']:+.4f} |")
+            for arm, fig in arms.items():
+                spread = f" ± {fig['test_accuracy_std']:.3f}" if fig["seeds"] > 1 else ""
+                lines.append(f"| {name} | {float(fraction):.0%} ({fig['num_labelled']}) | {arm} | "
+                             f"{fig['val_accuracy']:.4f} | {fig['test_accuracy']:.4f}{spread} |")
     return "\n".join(lines)
 
 
@@ -96,6 +115,9 @@ def main(_):
     from tfssl.finetune import FineTuneConfig
 
     encoders = parse_encoders(FLAGS.encoders)
+    unknown = set(FLAGS.arms) - {"ssl", "random_init", "raw_pixels"}
+    if unknown:
+        raise app.UsageError(f"--arms takes ssl, random_init, raw_pixels; got {', '.join(sorted(unknown))}")
     fractions = [float(f) for f in FLAGS.label_fractions]
     epochs = [int(e) for e in FLAGS.epochs]
     if len(epochs) != len(fractions):
@@ -107,7 +129,7 @@ def main(_):
         figures[name] = {}
         for fraction, num_epochs in zip(fractions, epochs):
             arms = {}
-            for arm in ("ssl", "random_init"):
+            for arm in FLAGS.arms:
                 results = []
                 for seed in seeds:
                     config = FineTuneConfig(
@@ -118,10 +140,11 @@ def main(_):
                         fine_tune_after_block=FLAGS.fine_tune_after_block, zero_init_head=FLAGS.zero_init_head,
                         output_dir=os.path.join(FLAGS.out_dir, name, f"labels{fraction:g}", f"{arm}_seed{seed}"))
                     print(f"\n== {name} {fraction:.0%} labels, {arm}, seed {seed}: {config.output_dir}", flush=True)
-                    result = run_one(config)
+                    result = raw_pixels_run(config) if arm == "raw_pixels" else run_one(config)
                     results.append(result)
-                    runs.append({k: result[k] for k in ("val_accuracy", "test_accuracy", "selected_epoch",
-                                                        "num_labelled", "result_path") if k in result})
+                    runs.append({"arm": arm, **{k: result[k] for k in ("val_accuracy", "test_accuracy",
+                                                                       "selected_epoch", "num_labelled",
+                                                                       "result_path") if k in result}})
                 arms[arm] = summary(results)
                 arms[arm]["source"] = results[0]["source"]
             figures[name][f"{fraction:g}"] = arms
@@ -129,7 +152,8 @@ def main(_):
     output = {"machine": _common.machine(), "figures": figures, "runs": runs, "markdown": table,
               "settings": {k: FLAGS[k].value for k in ("label_fractions", "epochs", "seeds", "train_split",
                                                        "val_split", "test_split", "batch_size", "learning_rate",
-                                                       "optimizer", "fine_tune_after_block", "zero_init_head")},
+                                                       "optimizer", "fine_tune_after_block", "zero_init_head",
+                                                       "arms")},
               "seconds": round(time.time() - start, 1), "peak_rss_mib": round(_common.peak_rss_mib(), 1)}
     _common.write_json(FLAGS.output, output)
     print("\n" + table)

@@ -83,16 +83,19 @@ def test_kill_and_resume_reproduces_uninterrupted_run(reference_run, tmp_path):
 def test_eval_export_and_reload(reference_run, tmp_path):
     result = tool("eval", f"--model_dir={reference_run}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "random init" in result.stdout
+    assert "random init" in result.stdout and "raw pixels" in result.stdout
     with open(os.path.join(reference_run, "eval", "result.json")) as f:
         report = json.load(f)
-    for name in ("encoder", "random_init"):
+    for name in ("encoder", "random_init", "raw_pixels"):
         assert 0.1 < report[name]["linear"]["test_accuracy"] <= 1.0
         assert 0.1 < report[name]["knn"]["test_accuracy"] <= 1.0
         assert report[name]["num_examples"] == {"train": 384, "val": 192, "test": 192}
     assert report["encoder"]["knn"]["k"] == 200
     cached = [f for f in os.listdir(os.path.join(reference_run, "eval")) if f.endswith(".npz")]
-    assert len(cached) == 6  # 3 splits x (trained, random init): extracted once, kept
+    assert len(cached) == 9  # 3 splits x (trained, random init, raw pixels): extracted once, kept
+    with open(os.path.join(reference_run, "flags.json")) as f:
+        size = json.load(f)["image_size"]
+    assert report["raw_pixels"]["feature_dim"] == size * size * 3  # Fashion-MNIST's gray as RGB, flattened
 
     export_dir = str(tmp_path / "export")
     result = tool("export", f"--model_dir={reference_run}", f"--export_dir={export_dir}")

@@ -156,3 +156,14 @@ def test_invalid_arguments(case, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         extract_features(encoder, dataset, **args)
+
+
+def test_raw_pixels_baseline_is_the_flattened_images():
+    from tfssl.evaluation.run import raw_pixels
+
+    images = np.random.default_rng(3).random((4, 5, 6, 3)).astype(np.float32)
+    out = raw_pixels(tf.constant(images), training=False).numpy()
+    np.testing.assert_array_equal(out, images.reshape(4, -1))  # row-major: pixel (h, w) channels c together
+    features, labels = extract_features(raw_pixels, tf.data.Dataset.from_tensor_slices(
+        (tf.constant(images[:, :5, :5]), tf.constant([0, 1, 2, 3]))), image_size=5, batch_size=3)
+    assert features.shape == (4, 75) and labels.tolist() == [0, 1, 2, 3]

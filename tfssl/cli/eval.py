@@ -17,6 +17,8 @@ flags.DEFINE_integer("knn_k", 200, "Neighbours of the weighted kNN classifier.")
 flags.DEFINE_float("knn_temperature", 0.1, "Temperature of the weighted kNN classifier.")
 flags.DEFINE_integer("batch_size", 256, "Feature-extraction batch size.")
 flags.DEFINE_bool("random_baseline", True, "Also evaluate a random-init encoder of the same architecture.")
+flags.DEFINE_bool("raw_baseline", True, "Also evaluate the raw pixels (flattened, same probes): the no-learning "
+                  "baseline.")
 flags.DEFINE_string("output", "", "Where to write result.json (default <model_dir>/eval/result.json).")
 FLAGS = flags.FLAGS
 
@@ -30,7 +32,7 @@ def main(_):
                  ("dataset", "data_dir", "train_split", "val_split", "test_split")}
     result = evaluate_run(FLAGS.model_dir or None, export_dir=FLAGS.encoder or None,
                           checkpoint=FLAGS.checkpoint or None, overrides=overrides,
-                          random_baseline=FLAGS.random_baseline, knn_k=FLAGS.knn_k,
+                          random_baseline=FLAGS.random_baseline, raw_baseline=FLAGS.raw_baseline, knn_k=FLAGS.knn_k,
                           knn_temperature=FLAGS.knn_temperature, batch_size=FLAGS.batch_size,
                           output=FLAGS.output or None)
     print(format_table(result))

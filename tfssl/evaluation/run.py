@@ -1,4 +1,4 @@
-"""Evaluate a run (or an exported encoder) the way the field reports it, beside a random-init baseline.
+"""Evaluate a run (or an exported encoder) the way the field reports it, beside random-init and raw-pixel baselines.
 
 Features of each split are extracted once and cached under `<model_dir>/eval/`; the linear probe's
 regularisation is selected on the validation split and the test split is scored once.
@@ -67,6 +67,17 @@ def random_init_encoder(config, seed_offset=1):
     return build_encoder_from_config(config)
 
 
+def raw_pixels(images, training=False):
+    """The no-learning baseline: the flattened pixels themselves, `[B, S, S, C]` -> `[B, S*S*C]`.
+
+    Through the same probes as every encoder (the linear probe standardises each pixel on the training
+    split), this is what a user has without any representation learning.
+    """
+    import tensorflow as tf
+
+    return tf.reshape(tf.cast(images, tf.float32), [tf.shape(images)[0], -1])
+
+
 def export_eval_dir(export_dir):
     """Where the evaluation of an export goes: never inside a directory a model server may watch.
 
@@ -83,7 +94,7 @@ def export_eval_dir(export_dir):
 
 
 def evaluate_run(model_dir, export_dir=None, checkpoint=None, overrides=None, random_baseline=True,
-                 knn_k=200, knn_temperature=0.1, batch_size=256, output=None, verbose=1):
+                 knn_k=200, knn_temperature=0.1, batch_size=256, output=None, verbose=1, raw_baseline=True):
     """Evaluates a training run's encoder (or its export) and writes `result.json`.
 
     Args:
@@ -93,6 +104,7 @@ def evaluate_run(model_dir, export_dir=None, checkpoint=None, overrides=None, ra
       checkpoint: a specific checkpoint path (default: newest).
       overrides: dict of `TrainConfig` fields to change (dataset, splits, data_dir ...).
       random_baseline: also evaluate a random-init encoder of the same architecture.
+      raw_baseline: also evaluate the raw pixels (`raw_pixels`) with the same probes.
       output: path of result.json (default `<model_dir>/eval/result.json`, or `result.json` in
         `export_eval_dir(export_dir)` for an export).
 
@@ -134,6 +146,9 @@ def evaluate_run(model_dir, export_dir=None, checkpoint=None, overrides=None, ra
         baseline = random_init_encoder(config)
         result["random_init"] = evaluate_encoder(baseline, f"random_seed{config.seed + 1}", config, cache_dir,
                                                  knn_k, knn_temperature, batch_size, verbose)
+    if raw_baseline:
+        result["raw_pixels"] = evaluate_encoder(raw_pixels, f"raw_pixels{config.image_size}", config, cache_dir,
+                                                knn_k, knn_temperature, batch_size, verbose)
     output = output or os.path.join(cache_dir, RESULT_FILE)
     write_text_atomic(output, json.dumps(result, indent=2, default=_json_default))
     result["result_path"] = output
@@ -149,8 +164,8 @@ def _json_default(value):
 def format_table(result):
     """A short text table of linear / kNN accuracies (val-selected, test reported)."""
     rows = [("encoder", result["encoder"])]
-    if "random_init" in result:
-        rows.append(("random init", result["random_init"]))
+    rows += [(label, result[key]) for key, label in (("random_init", "random init"), ("raw_pixels", "raw pixels"))
+             if key in result]
     lines = [f"{'':12s} {'linear val':>10s} {'linear test':>11s} {'kNN val':>8s} {'kNN test':>9s}"]
     for name, r in rows:
         lin, knn = r["linear"], r["knn"]
