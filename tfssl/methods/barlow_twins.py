@@ -26,6 +26,7 @@ class BarlowTwins(RedundancyMethod):
     """
 
     metric_names = ("loss", "on_diagonal", "off_diagonal", "collapse_std")
+    config_fields = ("lambd", "scale")
 
     def __init__(self, encoder, projector, lambd=0.0051, scale=1.0, **kwargs):
         if not isinstance(lambd, (int, float)) or lambd < 0:
@@ -39,11 +40,6 @@ class BarlowTwins(RedundancyMethod):
     def pair_loss(self, z1, z2):
         """`barlow_twins_loss` of the two views' `[n, d]` projections (global batch statistics)."""
         return barlow_twins_loss(z1, z2, lambd=self.lambd, scale=self.scale)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(lambd=self.lambd, scale=self.scale)
-        return config
 
 
 @dataclasses.dataclass

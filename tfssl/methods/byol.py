@@ -31,6 +31,8 @@ class BYOL(SiameseMethod):
       **kwargs: `SSLMethod` arguments.
     """
 
+    config_fields = ("tau_base", "total_steps")
+
     def __init__(self, encoder, projector, predictor, tau_base=0.996, total_steps=None, **kwargs):
         super().__init__(encoder, projector, predictor, **kwargs)
         if not 0.0 <= tau_base <= 1.0:
@@ -79,11 +81,6 @@ class BYOL(SiameseMethod):
     def pair_loss(self, p1, p2, target1, target2):
         """`(loss, extra metrics)` of the predictions against the target projections (MoCo v3 overrides)."""
         return self.symmetric_loss(p1, p2, target1, target2), {}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(tau_base=self.tau_base, total_steps=self.total_steps)
-        return config
 
 
 @dataclasses.dataclass

@@ -38,6 +38,7 @@ class MoCo(SSLMethod):
     """
 
     metric_names = ("loss", "collapse_std", "key_acc")
+    config_fields = ("queue_size", "momentum", "temperature", "bn_splits")
 
     def __init__(self, encoder, projector, queue_size=65536, momentum=0.999, temperature=0.07, bn_splits=1,
                  **kwargs):
@@ -92,12 +93,6 @@ class MoCo(SSLMethod):
 
     def after_step(self, state, step):
         self.queue.enqueue(tf.math.l2_normalize(tf.cast(state["keys"], tf.float32), axis=1))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(projector=keras.saving.serialize_keras_object(self.projector), queue_size=self.queue_size,
-                      momentum=self.momentum, temperature=self.temperature, bn_splits=self.bn_splits)
-        return config
 
 
 @dataclasses.dataclass

@@ -39,6 +39,7 @@ class MoCoV3(BYOL):
     """
 
     metric_names = ("loss", "collapse_std", "key_acc")
+    config_fields = BYOL.config_fields + ("temperature",)
 
     def __init__(self, encoder, projector, predictor, temperature=1.0, tau_base=0.99, total_steps=None, **kwargs):
         super().__init__(encoder, projector, predictor, tau_base=tau_base, total_steps=total_steps, **kwargs)
@@ -51,11 +52,6 @@ class MoCoV3(BYOL):
         output = symmetric_contrastive_loss(p1, p2, target1, target2, temperature=self.temperature)
         predicted = tf.argmax(output.logits, axis=1, output_type=tf.int32)
         return output.loss, {"key_acc": tf.reduce_mean(tf.cast(tf.equal(predicted, output.labels), tf.float32))}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(temperature=self.temperature)
-        return config
 
 
 @dataclasses.dataclass

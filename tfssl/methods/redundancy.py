@@ -54,11 +54,6 @@ class RedundancyMethod(SSLMethod):
         loss, components = self.pair_loss(z1, z2)
         return Loss(loss, h1, {"collapse_std": self.collapse_std(tf.concat([z1, z2], 0)), **components})
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(projector=keras.saving.serialize_keras_object(self.projector))
-        return config
-
 
 @dataclasses.dataclass
 class RedundancyOptions(MethodOptions):

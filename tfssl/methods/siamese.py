@@ -59,11 +59,6 @@ class SiameseMethod(SSLMethod):
         """The collapse monitor over both views' projections."""
         return {"collapse_std": self.collapse_std(tf.concat([z1, z2], 0))}
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(projector=keras.saving.serialize_keras_object(self.projector),
-                      predictor=keras.saving.serialize_keras_object(self.predictor))
-        return config
 
 
 def default_heads(feature_dim, proj_layers, proj_dim, proj_hidden_dim, pred_hidden_dim, last_bn, sync_bn=False,

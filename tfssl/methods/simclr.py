@@ -28,6 +28,7 @@ class SimCLR(SSLMethod):
     """
 
     metric_names = ("loss", "contrast_acc", "contrast_entropy")
+    config_fields = ("temperature",)
 
     def __init__(self, encoder, projector=None, temperature=0.5, **kwargs):
         super().__init__(encoder, **kwargs)
@@ -56,12 +57,6 @@ class SimCLR(SSLMethod):
         h = self.encoder.output
         out = self.projector.kept_output(h, training=False) if self.projector.keep_layer else h
         return keras.Model(self.encoder.input, out, name="fine_tune_model")
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(projector=keras.saving.serialize_keras_object(self.projector),
-                      temperature=self.temperature)
-        return config
 
 
 @dataclasses.dataclass

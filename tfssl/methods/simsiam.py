@@ -31,6 +31,8 @@ class SimSiam(SiameseMethod):
       **kwargs: `SSLMethod` arguments.
     """
 
+    config_fields = ("fix_predictor_lr",)
+
     def __init__(self, encoder, projector, predictor, fix_predictor_lr=False, **kwargs):
         super().__init__(encoder, projector, predictor, **kwargs)
         self.fix_predictor_lr = bool(fix_predictor_lr)
@@ -68,12 +70,6 @@ class SimSiam(SiameseMethod):
         h1, z1, p1 = self.online(view1)
         _, z2, p2 = self.online(view2)
         return Loss(self.symmetric_loss(p1, p2, z1, z2), h1, self.monitors(z1, z2))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(fix_predictor_lr=self.fix_predictor_lr)
-        return config
-
 
 
 @dataclasses.dataclass

@@ -27,6 +27,7 @@ class VICReg(RedundancyMethod):
     """
 
     metric_names = ("loss", "invariance", "variance", "covariance", "collapse_std")
+    config_fields = ("sim_weight", "var_weight", "cov_weight")
 
     def __init__(self, encoder, projector, sim_weight=25.0, var_weight=25.0, cov_weight=1.0, **kwargs):
         for name, value in (("sim_weight", sim_weight), ("var_weight", var_weight), ("cov_weight", cov_weight)):
@@ -41,11 +42,6 @@ class VICReg(RedundancyMethod):
         """`vicreg_loss` of the two views' `[n, d]` expander outputs (global batch statistics)."""
         return vicreg_loss(z1, z2, sim_weight=self.sim_weight, var_weight=self.var_weight,
                            cov_weight=self.cov_weight)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(sim_weight=self.sim_weight, var_weight=self.var_weight, cov_weight=self.cov_weight)
-        return config
 
 
 @dataclasses.dataclass
