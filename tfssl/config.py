@@ -8,7 +8,9 @@ import json
 import math
 
 CHOICES = {
-    "encoder": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vit_tiny", "vit_small", "vit_base"),
+    "encoder": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "regnetx_400mf", "regnetx_1_6gf",
+                "regnetx_3_2gf", "regnety_400mf", "regnety_1_6gf", "regnety_3_2gf",
+                "vit_tiny", "vit_small", "vit_base"),
     "cifar_stem": ("auto", "true", "false"),
     "optimizer": ("lars", "sgd", "adamw", "lamb"),
     "lr_scaling": ("linear", "sqrt", "none"),
@@ -120,6 +122,9 @@ class TrainConfig:
             from tfssl.encoders.vit import check_vit_args
 
             check_vit_args(self.encoder, self.image_size, self.patch_size, self.width_multiplier)
+        if self.encoder.startswith("regnet") and self.width_multiplier != 1.0:
+            raise ValueError(f"--width_multiplier={self.width_multiplier} does not apply to {self.encoder} (its widths "
+                             "are the published setting); use 1.0, or a smaller RegNet")
         from tfssl.optim.factory import resolve_weight_decay
 
         resolve_weight_decay(self.optimizer, self.weight_decay_mode, self.weight_decay_exclude)

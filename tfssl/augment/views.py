@@ -8,6 +8,7 @@ probability 1.0 / 0.1 and solarisation with probability 0.0 / 0.2 for the first 
 """
 from tfssl.augment import _utils
 from tfssl.augment.color import random_solarize
+from tfssl.augment.patches import PatchGridAugment
 from tfssl.augment.recipes import ViewRecipe
 from tfssl.augment.simclr import SimCLRAugment, _fold_replica_id
 
@@ -78,7 +79,7 @@ class ViewPair:
         return f"ViewPair({self.recipes[0]!r}, {self.recipes[1]!r})"
 
 
-RECIPES = {cls.__name__: cls for cls in (SimCLRAugment, BYOLAugment, ViewPair, ViewRecipe)}
+RECIPES = {cls.__name__: cls for cls in (SimCLRAugment, BYOLAugment, ViewPair, ViewRecipe, PatchGridAugment)}
 
 
 def view_recipe(augment, index):

@@ -1,5 +1,8 @@
 """Loss functions: pure functions of tensors, each checked against an independent numpy version."""
+from tfssl.losses.amdim import amdim_loss, amdim_nce
 from tfssl.losses.byol import negative_cosine_loss, normalized_mse_loss
+from tfssl.losses.cmc import cmc_bank_loss, cmc_loss
+from tfssl.losses.cpc import cpc_infonce_loss
 from tfssl.losses.dino import dino_loss, teacher_temperature_schedule, update_center
 from tfssl.losses.infonce import (
     InfoNCEOutput,
@@ -7,6 +10,7 @@ from tfssl.losses.infonce import (
     infonce_loss,
     symmetric_contrastive_loss,
 )
+from tfssl.losses.invaspread import invaspread_loss
 from tfssl.losses.instdis import (
     INSTDIS_LOSSES,
     InstDisOutput,
@@ -24,8 +28,16 @@ from tfssl.losses.nt_xent import (
 )
 from tfssl.losses.redundancy import barlow_twins_loss, vicreg_loss
 from tfssl.losses.swav import sinkhorn_knopp, swav_loss
+from tfssl.losses.yadim import yadim_nce
 
 __all__ = [
+    "amdim_loss",
+    "amdim_nce",
+    "cmc_bank_loss",
+    "cmc_loss",
+    "cpc_infonce_loss",
+    "invaspread_loss",
+    "yadim_nce",
     "INSTDIS_LOSSES",
     "InfoNCEOutput",
     "InstDisOutput",
