@@ -15,7 +15,11 @@ echo "[demo] 1/3 pre-training SimCLR (ResNet-18 x0.25, CIFAR stem) for $STEPS st
 PRECISION=mixed_bfloat16
 grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null || PRECISION=none
 echo "[demo] compute precision: $PRECISION"
+# The flagfile's 2-epoch warm-up (420 steps) is longer than the demo: warm up for the first 10% of its steps
+# so that the learning rate also decays on its cosine inside the run.
+WARMUP=$(python3 -c "print(round(0.1 * $STEPS / 210, 4))")
 tfssl-train --flagfile=flags/simclr_fashion_mnist.flags --model_dir="$OUT/run" --train_steps="$STEPS" \
+  --warmup_epochs="$WARMUP" \
   --checkpoint_every=100 --mixed_precision="$PRECISION"
 echo "[demo] 2/3 evaluating: linear probe (l2 chosen on validation) and weighted kNN, test reported once"
 tfssl-eval --model_dir="$OUT/run"

@@ -29,3 +29,4 @@ def two_replica_strategy():
     devices = tf.config.list_logical_devices("CPU")
     assert len(devices) >= 2, "two logical CPU devices are needed (see the top of tests/conftest.py)"
     return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+

@@ -5,6 +5,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from slowness import default_run
 
 from tfssl.config import TrainConfig
 from tfssl.training import pretrain, restore_model
@@ -27,14 +28,16 @@ def initial_encoder_weights(config):
     return [w.copy() for w in build_method(config, num_classes=10).encoder.get_weights()]
 
 
-@pytest.mark.parametrize("options", [
-    dict(mixed_precision="mixed_float16"),
-    dict(mixed_precision="mixed_bfloat16"),
-    dict(augment_on="device"),
-    dict(jit_compile=True),
-    dict(optimizer="adamw", learning_rate=1e-3),
-])
-def test_pretrain_updates_the_encoder(options, tmp_path):
+OPTIONS = ("mixed_float16", "mixed_bfloat16", "device_augment", "jit_compile", "adamw")
+OPTION_VALUES = {"mixed_float16": dict(mixed_precision="mixed_float16"),
+                 "mixed_bfloat16": dict(mixed_precision="mixed_bfloat16"), "device_augment": dict(augment_on="device"),
+                 "jit_compile": dict(jit_compile=True), "adamw": dict(optimizer="adamw", learning_rate=1e-3)}
+
+
+# Default: loss scaling and device augmentation; bfloat16 (emulated on CPUs without it), XLA and AdamW: -m slow.
+@pytest.mark.parametrize("name", default_run(OPTIONS, ("mixed_float16", "device_augment")))
+def test_pretrain_updates_the_encoder(name, tmp_path):
+    options = OPTION_VALUES[name]
     config = TrainConfig(model_dir=str(tmp_path), **TINY, **options)
     before = initial_encoder_weights(config)
     result = pretrain(config, verbose=0)

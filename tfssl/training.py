@@ -88,6 +88,10 @@ def build_training(config, strategy, num_classes, steps_per_epoch, total_steps, 
     """Model, LR schedule and optimizer for `config`, created under `strategy`'s scope."""
     lr = scale_learning_rate(config.learning_rate, config.batch_size, config.lr_scaling)
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    if warmup >= total_steps > 1:
+        print(f"warning: the learning-rate warm-up ({warmup} steps = --warmup_epochs={config.warmup_epochs:g}) covers "
+              f"the whole run ({total_steps} steps), so the cosine decay never starts; lower --warmup_epochs "
+              f"(e.g. {0.1 * total_steps / steps_per_epoch:.2g} for 10% of the run)", flush=True)
     schedule = WarmupCosine(lr, total_steps=total_steps, warmup_steps=min(warmup, total_steps))
     with strategy.scope():
         model = build_method(config, num_classes=num_classes, total_steps=total_steps, num_examples=num_examples,

@@ -1,6 +1,7 @@
 """Properties every random op shares: contract, tf.data / tf.function parity, seeding, per-image draws."""
 import numpy as np
 import pytest
+from slowness import default_run
 import tensorflow as tf
 
 from tfssl.augment import BYOLAugment, SimCLRAugment, ops
@@ -39,7 +40,8 @@ def test_eager_contract(name, rng):
     assert float(tf.reduce_min(y)) >= 0.0 and float(tf.reduce_max(y)) <= 1.0
 
 
-@pytest.mark.parametrize("name", NAMES)
+# The whole recipes (compositions of the ops checked one by one here) run with -m slow.
+@pytest.mark.parametrize("name", default_run(NAMES, [n for n in NAMES if n not in ("simclr", "byol_view2")]))
 def test_dataset_and_tf_function_match_eager(name, rng, run_in_dataset):
     fn, out = OPS[name]
     x = _images(rng, 8)

@@ -107,6 +107,7 @@ def _summary(views):
     }
 
 
+@pytest.mark.slow  # statistical; host and device now give identical views (tests/augment/test_view_recipes.py)
 def test_host_and_device_paths_agree_in_distribution(rng, two_replica_strategy):
     strategy = two_replica_strategy
     aug = SimCLRAugment(40, blur=True)  # 40 px: blur kernel 5 is exercised

@@ -135,12 +135,13 @@ def test_eval_export_and_reload(reference_run, tmp_path):
 @pytest.mark.parametrize("flag, message", [
     ("--method=nope", "unknown method 'nope'; choose one of barlow_twins, byol, dino, instdis, moco_v1, moco_v2, "
                       "moco_v3, simclr, simsiam, swav, vicreg"),
-    ("--simclr_temperature=0", "--simclr_temperature must be > 0, got 0.0"),
+    # Each case starts a Python with TensorFlow (~10-20 s); three run by default, the others with -m slow.
+    pytest.param("--simclr_temperature=0", "--simclr_temperature must be > 0, got 0.0", marks=pytest.mark.slow),
     # The flat method flags before per-method options name the flag they became.
     ("--temperature=0.5", "--temperature is now an option of each method: use --simclr_temperature"),
-    ("--moco_queue_size=64", "--moco_queue_size is now an option of each method and --method=simclr has none; "
-                             "it became --moco_v1_queue_size, --moco_v2_queue_size"),
-    ("--batch_size=-4", "--batch_size must be > 0"),
+    pytest.param("--moco_queue_size=64", "--moco_queue_size is now an option of each method and --method=simclr "
+                 "has none; it became --moco_v1_queue_size, --moco_v2_queue_size", marks=pytest.mark.slow),
+    pytest.param("--batch_size=-4", "--batch_size must be > 0", marks=pytest.mark.slow),
     ("--dataset=not_a_dataset_xyz", "fashion_mnist"),
 ])
 def test_bad_flags_one_line_error(flag, message, tmp_path):

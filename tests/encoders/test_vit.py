@@ -169,6 +169,7 @@ def test_moco_v3_step_keeps_the_frozen_patch_projection(monkeypatch):
         assert moved == (not w.path.startswith("patch_embed/")), w.path
 
 
+@pytest.mark.slow  # a real MoCo v3 ViT run and export (about 1-2 min on 2 cores); the ViT parts are tested above
 def test_moco_v3_vit_run_exports(tmp_path):
     """A MoCo v3 run on the real vit_tiny restores from its checkpoint and serves the same embeddings."""
     from tfssl.augment import center_resize

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from slowness import default_run
 import tensorflow as tf
 
 from tfssl.config import TrainConfig
@@ -38,7 +39,8 @@ def _perturb(weights, seed):
             w.assign(np.abs(w.numpy()) + 0.5)
 
 
-@pytest.mark.parametrize("method", sorted(set(METHODS) - {"simclr"}))
+# Default run: one method per kind of representation (online encoder with a bank; EMA teacher); -m slow: all.
+@pytest.mark.parametrize("method", default_run(sorted(set(METHODS) - {"simclr"}), ("instdis", "dino")))
 def test_method_run_exports_its_encoder(method, tmp_path):
     from tfssl.augment import center_resize
     from tfssl.export import export_encoder

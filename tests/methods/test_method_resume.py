@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 import pytest
+from slowness import default_run
 
 from tfssl.config import TrainConfig
 from tfssl.methods import METHODS
@@ -75,14 +76,10 @@ def _checkpoint(model_dir):
     return path, {name: tf.train.load_variable(path, name) for name in names}
 
 
-# The default run covers the methods with the most state (queue + key network, prototypes + queue + frozen
-# group, teacher + centre + frozen group);
-# the others resume through the same code and run with -m slow (keeps the default suite near 10 minutes).
-DEFAULT_RUN = ("moco_v2", "swav", "dino")
-
-
-@pytest.mark.parametrize("method", [pytest.param(m, marks=[] if m in DEFAULT_RUN else [pytest.mark.slow])
-                                    for m in sorted(set(METHODS) - {"simclr"})])
+# The default run covers the method with a queue and a key network (tfssl-train's own kill-and-resume test
+# covers SimCLR); the others, SwAV (prototypes, queue, frozen group) and DINO (teacher, centre, frozen group)
+# included, resume through the same code and run with -m slow (keeps the default suite near 10 minutes).
+@pytest.mark.parametrize("method", default_run(sorted(set(METHODS) - {"simclr"}), ("moco_v2",)))
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(method, tmp_path, monkeypatch, caplog,
                                                               tiny_encoder_in_build_method):
     import logging

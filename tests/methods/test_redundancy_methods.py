@@ -224,7 +224,7 @@ def test_train_step_matches_independent_sgd_update(method, tiny_encoder):
     assert min(gaps.values()) > 0.05, gaps
 
 
-@pytest.mark.parametrize("method,learning_rate", [("barlow_twins", 0.01), ("vicreg", 0.002)])
+@pytest.mark.parametrize("method,learning_rate", [("barlow_twins", 0.01), pytest.param("vicreg", 0.002, marks=pytest.mark.slow)])
 def test_short_fit_lowers_the_loss(method, learning_rate, tiny_encoder):
     model = _model(method, tiny_encoder, seed=0, image_size=12, num_classes=10)
     data = fashion_views(12, 16)

@@ -12,6 +12,7 @@ dominate the suite, and the replica arithmetic under test lives in the method, h
 """
 import numpy as np
 import pytest
+from slowness import default_run
 import tensorflow as tf
 
 from tfssl.config import TrainConfig
@@ -60,7 +61,8 @@ def _run(method, sync_bn, strategy):
     return distributed, single, _one_step(distributed, strategy), _one_step(single, single_strategy), initial
 
 
-@pytest.mark.parametrize("method", ["byol", "simsiam", "moco_v3", "barlow_twins", "vicreg"])
+@pytest.mark.parametrize("method", default_run(["byol", "simsiam", "moco_v3", "barlow_twins", "vicreg"],
+                                                ("byol", "barlow_twins")))
 def test_two_replicas_match_one_device(method, two_replica_strategy, tiny_encoder_in_build_method):
     strategy = two_replica_strategy
     distributed, single, distributed_logs, single_logs, initial = _run(method, True, strategy)
