@@ -171,6 +171,7 @@ REFERENCE_DECAY = {
     "moco_v2_imagenet.flags": ("coupled", "none", False, False),
     "instdis_imagenet.flags": ("coupled", "none", False, False),
     "simsiam_cifar10.flags": ("coupled", "none", True, True),
+    "invaspread_cifar10.flags": ("coupled", "none", False, False),
     "moco_v3_imagenet.flags": ("coupled", "norm_and_bias", True, True),
     "moco_v3_vit_imagenet.flags": ("decoupled", "none", False, True),
     "simclr_imagenet.flags": ("coupled", "norm_and_bias", False, True),

@@ -41,6 +41,7 @@ CASES = {
                 dict(proj_dim=16, negatives=16, temperature=0.07, head_bn=True)),
     "barlow_twins": (dict(method="barlow_twins", learning_rate=0.1), dict(HEADS, lambd=0.01)),
     "vicreg": (dict(method="vicreg", learning_rate=0.1), dict(HEADS)),
+    "invaspread": (dict(method="invaspread", optimizer="sgd", learning_rate=0.05), dict(proj_dim=16, temperature=0.1)),
     "swav": (dict(method="swav", optimizer="sgd", learning_rate=0.1),
              dict(proj_hidden_dim=16, proj_dim=16, prototypes=10, queue_length=8, queue_start_epoch=0.0,
                   freeze_prototypes_epochs=0.0, small_crops=2, small_size=8)),

@@ -8,6 +8,7 @@ from tfssl.methods.base import Loss, ParamGroup, SSLMethod
 from tfssl.methods.byol import BYOL, BYOLOptions
 from tfssl.methods.dino import DINO, DINOOptions
 from tfssl.methods.instdis import InstDis, InstDisOptions
+from tfssl.methods.invaspread import InvaSpread, InvaSpreadOptions
 from tfssl.methods.moco import MoCo, MoCoV2Options
 from tfssl.methods.moco_v1 import MoCoV1Options
 from tfssl.methods.moco_v3 import MoCoV3, MoCoV3Options
@@ -30,11 +31,12 @@ register("barlow_twins", BarlowTwins, BarlowTwinsOptions)
 register("vicreg", VICReg, VICRegOptions)
 register("swav", SwAV, SwAVOptions)
 register("dino", DINO, DINOOptions)
+register("invaspread", InvaSpread, InvaSpreadOptions)
 
 # name -> method class (several names may share one class, e.g. moco_v1 / moco_v2).
 METHODS = {name: cls for name, (cls, _) in REGISTRY.items()}
 
-__all__ = ["BYOL", "BarlowTwins", "BuildContext", "DINO", "InstDis", "Loss", "METHODS", "MethodOptions", "MoCo",
+__all__ = ["BYOL", "BarlowTwins", "BuildContext", "DINO", "InstDis", "InvaSpread", "Loss", "METHODS", "MethodOptions", "MoCo",
            "MoCoV3", "ParamGroup", "REGISTRY", "RedundancyMethod", "SSLMethod", "SiameseMethod", "SimCLR", "SimSiam",
            "SwAV", "VICReg", "build_augment", "build_encoder_from_config", "build_method", "register"]
 
