@@ -48,7 +48,7 @@ def test_method_run_exports_its_encoder(method, tmp_path):
     model_dir = str(tmp_path / "run")
     os.makedirs(model_dir)
     config = TrainConfig(model_dir=model_dir, method=method, image_size=SIZE, width_multiplier=0.125,
-                         linear_probe=False, method_options=OPTIONS[method])
+                         linear_probe=False, method_options=OPTIONS.get(method, {}))
     with open(os.path.join(model_dir, FLAGS_FILE), "w") as f:
         f.write(config.to_json())
     trained = build_method(config, total_steps=10, num_examples=40)

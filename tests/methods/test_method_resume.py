@@ -57,7 +57,7 @@ def _config(method, model_dir):
     # 64 images in batches of 16: 4 steps per epoch, so 6 steps cross an epoch boundary.
     return TrainConfig(model_dir=str(model_dir), method=method, train_split="train[:64]", image_size=16,
                        batch_size=16, train_steps=6, optimizer="sgd", learning_rate=0.05, warmup_epochs=0.25,
-                       checkpoint_every=2, log_every=1, seed=3, method_options=OPTIONS[method])
+                       checkpoint_every=2, log_every=1, seed=3, method_options=OPTIONS.get(method, {}))
 
 
 def _logged(model_dir):
