@@ -36,9 +36,9 @@ register("invaspread", InvaSpread, InvaSpreadOptions)
 # name -> method class (several names may share one class, e.g. moco_v1 / moco_v2).
 METHODS = {name: cls for name, (cls, _) in REGISTRY.items()}
 
-__all__ = ["BYOL", "BarlowTwins", "BuildContext", "DINO", "InstDis", "InvaSpread", "Loss", "METHODS", "MethodOptions", "MoCo",
-           "MoCoV3", "ParamGroup", "REGISTRY", "RedundancyMethod", "SSLMethod", "SiameseMethod", "SimCLR", "SimSiam",
-           "SwAV", "VICReg", "build_augment", "build_encoder_from_config", "build_method", "register"]
+__all__ = ["BYOL", "BarlowTwins", "BuildContext", "DINO", "InstDis", "InvaSpread", "Loss", "METHODS", "MethodOptions",
+           "MoCo", "MoCoV3", "ParamGroup", "REGISTRY", "RedundancyMethod", "SSLMethod", "SiameseMethod", "SimCLR",
+           "SimSiam", "SwAV", "VICReg", "build_augment", "build_encoder_from_config", "build_method", "register"]
 
 
 def build_encoder_from_config(config, channels=3):
