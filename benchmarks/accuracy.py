@@ -43,13 +43,14 @@ def supervised_baseline(config, epochs, cache_dir):
     import tensorflow as tf
 
     from tfssl.augment import SimCLRAugment, center_resize
-    from tfssl.methods import build_encoder_from_config
+    from tfssl.methods import build_method
 
     keras.mixed_precision.set_global_policy(
         "float32" if config.mixed_precision == "none" else config.mixed_precision)
     keras.utils.set_random_seed(config.seed + 2)
     train, val, test = (config.load_split(s) for s in (config.train_split, config.val_split, config.test_split))
-    encoder = build_encoder_from_config(config)
+    # The method's representation (the encoder for most; patchify + patch encoder + pooling for CPC).
+    encoder = build_method(config).representation()
     classifier = keras.Sequential([encoder, keras.layers.Dense(train.num_classes, dtype="float32")])
     # Mild augmentation (crops of >= 50% area, flips): the usual supervised recipe, not SimCLR's.
     augment = SimCLRAugment(config.image_size, color_jitter_strength=0.0, jitter_prob=0.0,
@@ -80,7 +81,7 @@ def supervised_baseline(config, epochs, cache_dir):
         variable.assign(value)
     _, test_acc = classifier.evaluate(eval_ds(test), verbose=0)
     keras.mixed_precision.set_global_policy("float32")
-    fp32_encoder = build_encoder_from_config(config)
+    fp32_encoder = build_method(config).representation()
     fp32_encoder.set_weights(encoder.get_weights())
     return fp32_encoder, {"val_accuracy": float(best[0]), "test_accuracy": float(test_acc),
                           "selected_epoch": best[2], "epochs": epochs}

@@ -60,11 +60,13 @@ def evaluate_encoder(embed, tag, config, cache_dir, knn_k=200, knn_temperature=0
 
 
 def random_init_encoder(config, seed_offset=1):
-    """A freshly initialised encoder of the run's architecture (the baseline every number needs)."""
-    from tfssl.methods import build_encoder_from_config
+    """A freshly initialised representation of the run's architecture (the baseline every number needs):
+    the method's `representation()`, which is the encoder for most methods and e.g. patchify + patch
+    encoder + pooling for CPC."""
+    from tfssl.methods import build_method
 
     keras.utils.set_random_seed(config.seed + seed_offset)
-    return build_encoder_from_config(config)
+    return build_method(config).representation()
 
 
 def raw_pixels(images, training=False):

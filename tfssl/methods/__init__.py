@@ -76,6 +76,7 @@ def build_method(config, num_classes=None, total_steps=None, num_examples=None, 
                   linear_probe=config.linear_probe, seed=config.seed, name=config.method)
     context = BuildContext(num_classes=num_classes, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                            num_examples=num_examples)
-    model = options.build(config, build_encoder_from_config(config), context, **common)
+    encoder = None if options.OWN_ENCODER else build_encoder_from_config(config)
+    model = options.build(config, encoder, context, **common)
     model.build_heads()
     return model

@@ -36,11 +36,14 @@ class MethodOptions:
       ARCHITECTURE: fields that define the network (a resumed run must not change them).
       LEGACY: `{field: flag name}` for fields whose flag had another name before per-method options
         (read from the flags.json of older runs); other fields kept their name.
+      OWN_ENCODER: the method builds its own backbone from its options (CPC's patch ResNet, AMDIM's
+        encoder): `build` then gets `encoder=None` and `--encoder` / `--width_multiplier` do not apply.
     """
 
     NAME: typing.ClassVar[str] = ""
     ARCHITECTURE: typing.ClassVar[tuple] = ()
     LEGACY: typing.ClassVar[dict] = {}
+    OWN_ENCODER: typing.ClassVar[bool] = False
 
     def flag(self, field):
         """`--<method>_<field>`, for messages."""
@@ -79,7 +82,8 @@ class MethodOptions:
         raise NotImplementedError
 
     def build(self, train, encoder, context, **common):
-        """The method, built from its options, `encoder` and the `SSLMethod` arguments in `common`."""
+        """The method, built from its options, `encoder` (None with `OWN_ENCODER`) and the `SSLMethod`
+        arguments in `common`."""
         raise NotImplementedError
 
     @classmethod
