@@ -59,8 +59,9 @@ def test_method_run_exports_its_encoder(method, tmp_path):
     assert type(model) is type(trained)
     for a, b in zip(trained.encoder.weights, model.encoder.weights):
         np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=a.path)
-    version_dir = export_encoder(model.encoder, str(tmp_path / "serving"), SIZE, warmup=False)
+    # What tfssl-export serves: the representation (the encoder, or e.g. CPC's patchify + encoder + pool).
+    version_dir = export_encoder(model.representation(), str(tmp_path / "serving"), SIZE, warmup=False)
     images = np.random.default_rng(1).integers(0, 256, size=(3, 28, 28, 1)).astype(np.uint8)  # raw pixels
     served = tf.saved_model.load(version_dir).signatures["serving_default"](images=tf.constant(images, tf.float32))
-    want = trained.encoder(center_resize(tf.constant(images), SIZE), training=False).numpy()
+    want = trained.representation()(center_resize(tf.constant(images), SIZE), training=False).numpy()
     np.testing.assert_allclose(served["embedding"].numpy(), want, rtol=1e-5, atol=1e-5)
