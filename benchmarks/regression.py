@@ -47,8 +47,9 @@ def worktree(commit):
     return sha, path
 
 
-def run_job(sha, code, method, seed):
-    """One pre-train + evaluation of `method` on the code at `code`; returns the JSON path (skips if done)."""
+def run_job(sha, code, method, seed, supervised_epochs=0):
+    """One pre-train + evaluation of `method` on the code at `code` (plus a supervised baseline of the same
+    encoder when `supervised_epochs`); returns the JSON path (skips the job if that JSON exists)."""
     budget = f"{FLAGS.epochs}ep" if FLAGS.epochs else "full"
     name = f"{method}_{sha}_{budget}_s{seed}"
     output = os.path.abspath(os.path.join(FLAGS.results_dir, name + ".json"))
@@ -63,7 +64,7 @@ def run_job(sha, code, method, seed):
     with open(recipe) as src, open(flagfile, "w") as dst:  # later lines override earlier ones
         dst.write(src.read().rstrip("\n") + f"\n--seed={seed}\n--mixed_precision={FLAGS.precision}\n")
     command = [sys.executable, os.path.join(code, "benchmarks", "accuracy.py"), f"--flagfile_path={flagfile}",
-               f"--out_dir={os.path.join(run_dir, 'run')}", "--supervised_epochs=0", f"--output={output}",
+               f"--out_dir={os.path.join(run_dir, 'run')}", f"--supervised_epochs={supervised_epochs}", f"--output={output}",
                f"--epochs={FLAGS.epochs}"]
     print(f"[regression] {name}: {' '.join(command)}", flush=True)
     env = dict(os.environ, PYTHONPATH=code, TF_CPP_MIN_LOG_LEVEL="2")
