@@ -10,14 +10,13 @@ comparison table is rewritten (markdown), with the spread between seeds as the n
       --methods=simclr,moco_v1,moco_v3,simsiam,instdis,barlow_twins,vicreg --noise_method=simclr
   python benchmarks/regression.py --base= --head=HEAD --epochs=0 --methods=simclr,moco_v2,byol  # full budget
 """
-import json
 import os
-import subprocess
-import sys
 
 from absl import app, flags
 
 import _common  # noqa: F401  (environment defaults)
+import jobs
+from jobs import figures, run_accuracy_job
 
 flags.DEFINE_string("base", "4862b62", "Commit before the change ('' = measure --head only).")
 flags.DEFINE_string("head", "HEAD", "Commit with the change.")
@@ -31,56 +30,20 @@ flags.DEFINE_string("work_dir", "runs/regression", "Worktrees and run directorie
 flags.DEFINE_string("results_dir", "benchmarks/results/regression", "Per-job JSON and the table.")
 FLAGS = flags.FLAGS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def git(*args):
-    return subprocess.run(["git", "-C", ROOT, *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
-def worktree(commit):
-    """A detached worktree of `commit` under --work_dir (made once); returns (short sha, path)."""
-    sha = git("rev-parse", "--short", commit)
-    path = os.path.abspath(os.path.join(FLAGS.work_dir, f"code-{sha}"))
-    if not os.path.isdir(path):
-        git("worktree", "add", "--detach", "-f", path, sha)
-    return sha, path
 
 
 def run_job(sha, code, method, seed, supervised_epochs=0):
     """One pre-train + evaluation of `method` on the code at `code` (plus a supervised baseline of the same
     encoder when `supervised_epochs`); returns the JSON path (skips the job if that JSON exists)."""
     budget = f"{FLAGS.epochs}ep" if FLAGS.epochs else "full"
-    name = f"{method}_{sha}_{budget}_s{seed}"
-    output = os.path.abspath(os.path.join(FLAGS.results_dir, name + ".json"))
-    if os.path.exists(output):
-        return output
-    run_dir = os.path.abspath(os.path.join(FLAGS.work_dir, name))
-    os.makedirs(run_dir, exist_ok=True)
     recipe = os.path.join(code, "flags", f"{method}_fashion_mnist.flags")
-    if not os.path.exists(recipe):
-        sys.exit(f"regression: {recipe} does not exist at {sha}; pick methods both commits have")
-    flagfile = os.path.join(run_dir, "recipe.flags")
-    with open(recipe) as src, open(flagfile, "w") as dst:  # later lines override earlier ones
-        dst.write(src.read().rstrip("\n") + f"\n--seed={seed}\n--mixed_precision={FLAGS.precision}\n")
-    command = [sys.executable, os.path.join(code, "benchmarks", "accuracy.py"), f"--flagfile_path={flagfile}",
-               f"--out_dir={os.path.join(run_dir, 'run')}", f"--supervised_epochs={supervised_epochs}", f"--output={output}",
-               f"--epochs={FLAGS.epochs}"]
-    print(f"[regression] {name}: {' '.join(command)}", flush=True)
-    env = dict(os.environ, PYTHONPATH=code, TF_CPP_MIN_LOG_LEVEL="2")
-    with open(os.path.join(run_dir, "log.txt"), "a") as log:
-        result = subprocess.run(command, cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT)
-    if result.returncode:
-        sys.exit(f"regression: {name} failed (exit {result.returncode}); see {run_dir}/log.txt")
-    return output
+    return run_accuracy_job(code, f"{method}_{sha}_{budget}_s{seed}", recipe,
+                            {"seed": seed, "mixed_precision": FLAGS.precision}, FLAGS.results_dir, FLAGS.work_dir,
+                            FLAGS.epochs, supervised_epochs, tag="regression")
 
 
-def figures(path):
-    with open(path) as f:
-        data = json.load(f)
-    ours = data[data["method"]]
-    return {"linear": 100 * ours["linear"]["test_accuracy"], "knn": 100 * ours["knn"]["test_accuracy"],
-            "val_linear": 100 * ours["linear"]["val_accuracy"], "minutes": data["pretrain_seconds"] / 60}
+def worktree(commit):
+    return jobs.worktree(commit, FLAGS.work_dir)
 
 
 def write_table(rows, noise):
