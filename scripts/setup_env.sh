@@ -13,6 +13,17 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   fi
 fi
 
+# Headless chromium renders tfssl-report's page in tests/report/test_report_browser.py (skipped without it).
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "[setup] installing Debian's chromium (headless browser test of tfssl-report)"
+    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+      echo "[setup] could not install chromium: the browser test of tfssl-report will be skipped"
+  else
+    echo "[setup] no apt as root: without chromium the browser test of tfssl-report is skipped"
+  fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating virtualenv $VENV"
   "$PYTHON" -m venv "$VENV"

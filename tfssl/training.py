@@ -333,6 +333,10 @@ def _pretrain(config, strategy, work_dir, verbose):
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
+    if work_dir == config.model_dir:  # the chief draws the run's pictures (a failed plot is only a warning)
+        from tfssl.report.plots import write_run_pictures
+
+        write_run_pictures(config, split, work_dir)
     # The chief saved the same step under the same name in the run directory.
     saved = os.path.join(config.model_dir, CHECKPOINT_DIR, os.path.basename(manager.latest_checkpoint))
     return {"step": step, "epoch": num_epochs, "model_dir": config.model_dir, "checkpoint": saved, **values}

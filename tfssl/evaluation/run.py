@@ -47,9 +47,12 @@ def split_features(embed, tag, config, cache_dir, batch_size=256, verbose=1):
 
 
 def evaluate_encoder(embed, tag, config, cache_dir, knn_k=200, knn_temperature=0.1, batch_size=256,
-                     verbose=1):
-    """Linear probe and weighted kNN of one encoder (see `split_features`)."""
+                     verbose=1, features_out=None):
+    """Linear probe and weighted kNN of one encoder (see `split_features`); `features_out`, a dict, receives
+    the extracted `{"train" | "val" | "test": (x, y)}`."""
     feats, num_classes = split_features(embed, tag, config, cache_dir, batch_size, verbose)
+    if features_out is not None:
+        features_out.update(feats)
     start = time.time()
     result = evaluate_features(feats["train"], feats["val"], feats["test"], num_classes,
                                knn_k=min(knn_k, len(feats["train"][1])), knn_temperature=knn_temperature)
@@ -140,10 +143,15 @@ def evaluate_run(model_dir, export_dir=None, checkpoint=None, overrides=None, ra
         config = config_restored
         embed = model.representation()
         tag, source = "step" + path.rsplit("-", 1)[-1], path
+    features = {}
     result = {"source": source, "dataset": config.dataset,
               "splits": {"train": config.train_split, "val": config.val_split, "test": config.test_split},
               "encoder": evaluate_encoder(embed, tag, config, cache_dir, knn_k, knn_temperature, batch_size,
-                                          verbose)}
+                                          verbose, features_out=features)}
+    if model_dir and not export_dir and not overrides:  # the run's own evaluation: t-SNE + projector files
+        from tfssl.report.plots import write_eval_pictures
+
+        write_eval_pictures(model_dir, *features["test"], class_names=_class_names(config), seed=config.seed)
     if random_baseline and model_dir:
         baseline = random_init_encoder(config)
         result["random_init"] = evaluate_encoder(baseline, f"random_seed{config.seed + 1}", config, cache_dir,
@@ -155,6 +163,13 @@ def evaluate_run(model_dir, export_dir=None, checkpoint=None, overrides=None, ra
     write_text_atomic(output, json.dumps(result, indent=2, default=_json_default))
     result["result_path"] = output
     return result
+
+
+def _class_names(config):
+    try:
+        return config.load_split(config.test_split).class_names
+    except Exception:  # noqa: BLE001 (only the legend of a picture needs them)
+        return None
 
 
 def _json_default(value):
