@@ -8,9 +8,9 @@ import keras
 import pytest
 
 
-def tiny_conv_encoder(image_size, sync_bn=False, name="encoder"):
-    """Images `[B, S, S, 3]` -> conv/BN/ReLU x 2 -> global average pool -> `[B, 16]` (BN, so sync BN matters)."""
-    inputs = keras.Input((image_size, image_size, 3))
+def tiny_conv_encoder(image_size, sync_bn=False, name="encoder", channels=3):
+    """Images `[B, S, S, C]` -> conv/BN/ReLU x 2 -> global average pool -> `[B, 16]` (BN, so sync BN matters)."""
+    inputs = keras.Input((image_size, image_size, channels))
     x = inputs
     for i, filters in enumerate((8, 16)):
         x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"conv{i}")(x)
@@ -31,4 +31,5 @@ def tiny_encoder_in_build_method(monkeypatch):
     import tfssl.methods
 
     monkeypatch.setattr(tfssl.methods, "build_encoder_from_config",
-                        lambda config, channels=3: tiny_conv_encoder(config.image_size, sync_bn=config.sync_bn))
+                        lambda config, channels=3, name="encoder": tiny_conv_encoder(
+                            config.image_size, sync_bn=config.sync_bn, name=name, channels=channels))

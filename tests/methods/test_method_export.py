@@ -16,16 +16,21 @@ SIZE = 16
 HEADS = dict(proj_layers=2, proj_dim=8, proj_hidden_dim=16)
 # Small heads, a 32-key MoCo queue, 8 InstDis negatives (the bank: 40 rows); the rest as in the papers.
 OPTIONS = {
+    "cpc_v2": dict(grid=3, steps="1,2", patch_encoder="resnet18", patch_width=0.0625, patch_cifar_stem=True,
+                   context_blocks=1, context_hidden=8, target_dim=4),
     "moco_v1": dict(proj_dim=8, queue_size=32, temperature=0.5),
     "moco_v2": dict(HEADS, queue_size=32, temperature=0.5),
     "moco_v3": dict(HEADS, pred_hidden_dim=0, temperature=0.5, tau_base=0.996),
     "byol": dict(HEADS, pred_hidden_dim=0),
     "simsiam": dict(HEADS, pred_hidden_dim=0, fix_predictor_lr=False),
     "instdis": dict(proj_dim=8, negatives=8, temperature=0.5),
+    "cmc": dict(views="luminance_gradient", proj_dim=8, negatives=8, temperature=0.5),
     "barlow_twins": dict(HEADS),
     "vicreg": dict(HEADS),
     "swav": dict(proj_hidden_dim=16, proj_dim=8, prototypes=10),
     "dino": dict(out_dim=16, hidden_dim=16, bottleneck_dim=8),
+    "amdim": dict(preset="tiny"),
+    "yadim": dict(preset="tiny"),
 }
 
 

@@ -23,6 +23,7 @@ from tfssl.methods import METHODS
 # Method-specific state that must be among the compared variables (so the test cannot pass vacuously).
 STATE = {"moco_v1": ("queue", "key_encoder"), "moco_v2": ("queue", "key_projector"),
          "moco_v3": ("target_encoder",), "byol": ("target_projector",), "instdis": ("bank", "normalizer"),
+         "cmc": ("bank_1", "bank_2", "normalizer_1_to_2", "normalizer_2_to_1"),
          "swav": ("queue", "prototypes"), "dino": ("teacher_head", "center")}
 KILLED_BEFORE_STEP = 4  # checkpoints every 2 steps: step 3 is trained, lost, and trained again
 
@@ -38,18 +39,23 @@ MOCO = dict(queue_size=24, momentum=0.9, bn_splits=2, temperature=0.5)
 # SwAV and DINO: two 8 px small crops, their step-dependent state (queue filling from step 2, prototypes /
 # last layer frozen for 3 steps, teacher temperature warm-up over the epoch) crossing the lost step 3.
 OPTIONS = {
+    "cpc_v2": dict(grid=3, steps="1,2", patch_encoder="resnet18", patch_width=0.0625, patch_cifar_stem=True,
+                   context_blocks=1, context_hidden=8, target_dim=4),
     "moco_v1": dict(MOCO, proj_dim=8),
     "moco_v2": dict(MOCO, **HEADS),
     "moco_v3": dict(HEADS, pred_hidden_dim=8, tau_base=0.9, temperature=0.5),
     "byol": dict(HEADS, pred_hidden_dim=8, tau_base=0.9),
     "simsiam": dict(HEADS, pred_hidden_dim=8, fix_predictor_lr=True),
     "instdis": dict(proj_dim=8, negatives=8, temperature=0.5),
+    "cmc": dict(views="luminance_gradient", proj_dim=8, negatives=8, temperature=0.5),
     "barlow_twins": dict(HEADS),
     "vicreg": dict(HEADS),
     "swav": dict(proj_hidden_dim=16, proj_dim=8, prototypes=10, queue_length=32, queue_start_epoch=0.5,
                  freeze_prototypes_epochs=0.75, small_crops=2, small_size=8),
     "dino": dict(out_dim=16, hidden_dim=16, bottleneck_dim=8, tau_base=0.9, local_crops=2, local_size=8,
                  warmup_teacher_temperature=0.02, warmup_teacher_epochs=1.0, freeze_last_layer_epochs=0.75),
+    "amdim": dict(preset="tiny"),
+    "yadim": dict(preset="tiny"),
 }
 
 

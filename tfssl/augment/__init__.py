@@ -4,8 +4,10 @@ Public API: `SimCLRAugment`, `BYOLAugment`, `ViewPair` (one recipe per view), `b
 `view_recipe`, `to_float_rgb`, `center_resize`, and the individual ops (also `tfssl.augment.ops`).
 """
 from tfssl.augment import ops
+from tfssl.augment.amdim_views import AMDIMAugment  # (its import also registers it for serialisation)
 from tfssl.augment.ops import *  # noqa: F401,F403  (the op namespace is re-exported on purpose)
 from tfssl.augment.ops import __all__ as _ops_all
+from tfssl.augment.channel_views import CHANNEL_VIEWS, ChannelViews, lab_views, luminance_gradient_views, rgb_to_lab
 from tfssl.augment.patches import PatchGridAugment, flatten_patches, patch_grid, unflatten_patches
 from tfssl.augment.preprocess import center_resize, to_float_rgb
 from tfssl.augment.recipes import CropGroup, ViewRecipe, as_view_recipe, batch_seed, epoch_seed, view_seed
@@ -19,5 +21,7 @@ from tfssl.augment.views import (
     view_recipe,
 )
 
-__all__ = ["BYOLAugment", "CropGroup", "PatchGridAugment", "flatten_patches", "patch_grid", "unflatten_patches", "SimCLRAugment", "ViewRecipe", "as_view_recipe", "batch_seed", "epoch_seed", "view_seed", "ViewPair", "byol_views", "center_resize", "deserialize_augment",
-           "ops", "serialize_augment", "to_float_rgb", "view_recipe", *_ops_all]
+__all__ = ["AMDIMAugment", "BYOLAugment", "CHANNEL_VIEWS", "ChannelViews", "CropGroup", "PatchGridAugment", "SimCLRAugment",
+           "ViewPair", "ViewRecipe", "as_view_recipe", "batch_seed", "byol_views", "center_resize", "deserialize_augment",
+           "epoch_seed", "flatten_patches", "lab_views", "luminance_gradient_views", "ops", "patch_grid", "rgb_to_lab",
+           "serialize_augment", "to_float_rgb", "unflatten_patches", "view_recipe", "view_seed", *_ops_all]

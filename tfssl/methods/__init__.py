@@ -3,9 +3,12 @@
 Adding a method: write `tfssl/methods/<name>.py` (the `SSLMethod` subclass with its `compute_loss` and hooks,
 and its `MethodOptions` dataclass), add its loss / head parts, one `register` line below and its flagfiles.
 """
+from tfssl.methods.amdim import AMDIM, AMDIMOptions
 from tfssl.methods.barlow_twins import BarlowTwins, BarlowTwinsOptions
 from tfssl.methods.base import Loss, ParamGroup, SSLMethod
 from tfssl.methods.byol import BYOL, BYOLOptions
+from tfssl.methods.cmc import CMC, CMCOptions
+from tfssl.methods.cpc_v2 import CPCv2, CPCv2Options
 from tfssl.methods.dino import DINO, DINOOptions
 from tfssl.methods.instdis import InstDis, InstDisOptions
 from tfssl.methods.invaspread import InvaSpread, InvaSpreadOptions
@@ -19,6 +22,7 @@ from tfssl.methods.simclr import SimCLR, SimCLROptions
 from tfssl.methods.simsiam import SimSiam, SimSiamOptions
 from tfssl.methods.swav import SwAV, SwAVOptions
 from tfssl.methods.vicreg import VICReg, VICRegOptions
+from tfssl.methods.yadim import YADIM, YADIMOptions
 
 register("simclr", SimCLR, SimCLROptions)
 register("moco_v1", MoCo, MoCoV1Options)
@@ -32,23 +36,30 @@ register("vicreg", VICReg, VICRegOptions)
 register("swav", SwAV, SwAVOptions)
 register("dino", DINO, DINOOptions)
 register("invaspread", InvaSpread, InvaSpreadOptions)
+register("cmc", CMC, CMCOptions)
+register("amdim", AMDIM, AMDIMOptions)
+register("yadim", YADIM, YADIMOptions)
+register("cpc_v2", CPCv2, CPCv2Options)
 
 # name -> method class (several names may share one class, e.g. moco_v1 / moco_v2).
 METHODS = {name: cls for name, (cls, _) in REGISTRY.items()}
 
-__all__ = ["BYOL", "BarlowTwins", "BuildContext", "DINO", "InstDis", "InvaSpread", "Loss", "METHODS", "MethodOptions",
-           "MoCo", "MoCoV3", "ParamGroup", "REGISTRY", "RedundancyMethod", "SSLMethod", "SiameseMethod", "SimCLR",
-           "SimSiam", "SwAV", "VICReg", "build_augment", "build_encoder_from_config", "build_method", "register"]
+__all__ = ["AMDIM", "BYOL", "BarlowTwins", "BuildContext", "CMC", "CPCv2", "DINO", "InstDis", "InvaSpread", "Loss",
+           "METHODS", "MethodOptions", "MoCo", "MoCoV3", "ParamGroup", "REGISTRY", "RedundancyMethod", "SSLMethod",
+           "SiameseMethod", "SimCLR", "SimSiam", "SwAV", "VICReg", "YADIM", "build_augment", "build_encoder_from_config",
+           "build_method", "register"]
 
 
-def build_encoder_from_config(config, channels=3):
-    """The encoder named by a `TrainConfig` (architecture fields only; weights freshly initialised)."""
+def build_encoder_from_config(config, channels=3, name="encoder"):
+    """The encoder named by a `TrainConfig` (architecture fields only; weights freshly initialised), taking
+    `channels` input channels, as a model called `name` (CMC builds two: 1- and 2-channel views)."""
     from tfssl.encoders import build_encoder
 
     return build_encoder(config.encoder, image_size=config.image_size, channels=channels,
                          width_multiplier=config.width_multiplier, cifar_stem=config.resolved_cifar_stem(),
                          sync_bn=config.sync_bn, zero_init_residual=config.zero_init_residual,
-                         patch_size=config.patch_size, freeze_patch_embed=config.freeze_patch_embed)
+                         patch_size=config.patch_size, freeze_patch_embed=config.freeze_patch_embed,
+                         name_prefix=name)
 
 
 def build_augment(config):

@@ -36,14 +36,19 @@ class MethodOptions:
       ARCHITECTURE: fields that define the network (a resumed run must not change them).
       LEGACY: `{field: flag name}` for fields whose flag had another name before per-method options
         (read from the flags.json of older runs); other fields kept their name.
-      OWN_ENCODER: the method builds its own backbone from its options (CPC's patch ResNet, AMDIM's
-        encoder): `build` then gets `encoder=None` and `--encoder` / `--width_multiplier` do not apply.
+      OWN_ENCODER: the method builds its own backbone(s) (CPC's patch ResNet, AMDIM's encoder, CMC's two
+        channel-group encoders): `build` then gets `encoder=None`; `reads_encoder_flags()` says whether
+        `--encoder` / `--width_multiplier` still apply (CMC: yes, to both of its encoders).
     """
 
     NAME: typing.ClassVar[str] = ""
     ARCHITECTURE: typing.ClassVar[tuple] = ()
     LEGACY: typing.ClassVar[dict] = {}
     OWN_ENCODER: typing.ClassVar[bool] = False
+
+    def reads_encoder_flags(self):
+        """Whether `--encoder` / `--width_multiplier` shape this method's network."""
+        return not self.OWN_ENCODER
 
     def flag(self, field):
         """`--<method>_<field>`, for messages."""
