@@ -20,7 +20,7 @@ echo "[demo] compute precision: $PRECISION"
 WARMUP=$(python3 -c "print(round(0.1 * $STEPS / 210, 4))")
 tfssl-train --flagfile=flags/simclr_fashion_mnist.flags --model_dir="$OUT/run" --train_steps="$STEPS" \
   --warmup_epochs="$WARMUP" \
-  --checkpoint_every=100 --mixed_precision="$PRECISION"
+  --checkpoint_every=100 --mixed_precision="$PRECISION" --knn_monitor_every=$((STEPS / 4))
 echo "[demo] 2/3 evaluating: linear probe (l2 chosen on validation) and weighted kNN, test reported once"
 tfssl-eval --model_dir="$OUT/run"
 echo "[demo] 3/3 exporting the encoder"

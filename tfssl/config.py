@@ -79,6 +79,10 @@ class TrainConfig:
     keep_checkpoints: int = _field(3, "How many recent checkpoints to keep.")
     linear_probe: bool = _field(True, "Train the online stop-gradient linear probe when labels exist.")
     log_every: int = _field(50, "Write TensorBoard scalars and a metrics.csv row every N steps.")
+    knn_monitor_every: int = _field(0, "Every N steps (and at the end), weighted kNN accuracy (k 200, T 0.1) of the "
+                                       "representation, --knn_monitor_examples validation images against as many "
+                                       "training images: the knn_acc column of metrics.csv (0: off).")
+    knn_monitor_examples: int = _field(1000, "Images of each side of the kNN monitor.")
     method_options: dict = dataclasses.field(default_factory=dict, metadata={
         "help": "The method's own options (its --<method>_<field> flags), by field; unset fields: defaults.",
         "flag": False})
@@ -109,9 +113,12 @@ class TrainConfig:
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"--{name}={getattr(self, name)!r} is not one of {', '.join(choices)}")
-        for name in ("image_size", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
+        for name in ("image_size", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every",
+                     "knn_monitor_examples"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
+        if self.knn_monitor_every < 0:
+            raise ValueError(f"--knn_monitor_every must be >= 0 (0 = off), got {self.knn_monitor_every}")
         if self.train_steps < 0 or (self.train_steps == 0 and self.epochs <= 0):
             raise ValueError("set --epochs > 0 or --train_steps > 0")
         for name in ("width_multiplier", "learning_rate"):

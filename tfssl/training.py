@@ -270,7 +270,12 @@ def _pretrain(config, strategy, work_dir, verbose):
     stop_flag = tf.Variable(0.0, trainable=False, name="stop_requested")  # local: outside strategy.scope()
     run_one = _make_step_function(model, strategy, config.jit_compile, stop_flag=stop_flag)
     names = [m.name for m in model.metrics]
-    log = _MetricsLog(work_dir, names, step)
+    monitor = None
+    if config.knn_monitor_every and work_dir == config.model_dir:  # the chief's kNN monitor (see its module)
+        from tfssl.evaluation.monitor import KNNMonitor
+
+        monitor = KNNMonitor(config)
+    log = _MetricsLog(work_dir, names + (["knn_acc"] if config.knn_monitor_every else []), step)
     interactive = sys.stdout.isatty()
     values, start = {}, time.time()
 
@@ -316,7 +321,9 @@ def _pretrain(config, strategy, work_dir, verbose):
                 values["learning_rate"] = lr
                 if verbose:
                     bar.update(index + 1, list(values.items()))
-                if step % config.log_every == 0 or step == total_steps:
+                if monitor is not None and (step % config.knn_monitor_every == 0 or step == total_steps):
+                    values["knn_acc"] = monitor(model)
+                if step % config.log_every == 0 or step == total_steps or "knn_acc" in values:
                     log.write(step, epoch, {**values, "elapsed_s": time.time() - start})
                     if verbose and not interactive:
                         print(f"  step {step}/{total_steps} " +
