@@ -69,12 +69,22 @@ def forward_flops(run_dir):
     return layer_forward_flops(model.representation()) * int(getattr(model, "patches_per_image", 1))
 
 
+def seconds_per_step(run_dir, pretrain_seconds, steps):
+    """Steady-state seconds per step: from metrics.csv's elapsed_s between the first logged step and the
+    last (so graph tracing before step 1 is not counted); the whole pre-training time / steps otherwise."""
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        rows = [(int(r["step"]), float(r["elapsed_s"])) for r in csv.DictReader(f)]
+    if len(rows) >= 2 and rows[-1][0] > rows[0][0]:
+        return (rows[-1][1] - rows[0][1]) / (rows[-1][0] - rows[0][0])
+    return pretrain_seconds / max(steps, 1)
+
+
 def arm_row(arm, part, what, path, run_dir):
     with open(path) as f:
         data = json.load(f)
     steps = int(data["pretrain_final"]["step"])
     row = {"arm": arm, "part": part, "what": what, **figures(path),
-           "seconds_per_step": data["pretrain_seconds"] / max(steps, 1), "steps": steps}
+           "seconds_per_step": seconds_per_step(run_dir, data["pretrain_seconds"], steps), "steps": steps}
     cached = path[:-5] + ".flops"
     if not os.path.exists(cached):
         with open(cached, "w") as f:
