@@ -28,6 +28,10 @@ flags.DEFINE_string("host", "127.0.0.1", "Address the workers listen on (one mac
 flags.DEFINE_list("ports", [], "Worker ports (default: free ports picked at start).")
 flags.DEFINE_float("timeout", 0.0, "Stop every worker after this many seconds (0 = no limit); exit 124.")
 flags.DEFINE_float("grace", 10.0, "Seconds a worker gets to exit after SIGTERM before it is killed.")
+flags.DEFINE_integer("threads_per_worker", 0, "Intra-op (and OpenMP) threads of each worker: 0 = this machine's "
+                     "cores / --workers (at least 1), so K workers do not oversubscribe the cores; -1 = "
+                     "TensorFlow's default (every core per worker). TF_NUM_INTRAOP_THREADS / OMP_NUM_THREADS "
+                     "already in the environment win.")
 FLAGS = flags.FLAGS
 
 PROG = "tfssl-launch"
@@ -51,6 +55,17 @@ def free_ports(host, count):
 def tf_config(addresses, index):
     """The TF_CONFIG of worker `index` in a cluster of `addresses` (no separate chief: worker 0 is it)."""
     return json.dumps({"cluster": {"worker": list(addresses)}, "task": {"type": "worker", "index": index}})
+
+
+def thread_env(threads_per_worker, workers, cpus=None):
+    """Environment that caps each worker's thread pools (see --threads_per_worker); {} to leave them."""
+    if threads_per_worker == -1:
+        return {}
+    if threads_per_worker < -1:
+        raise ValueError(f"--threads_per_worker must be >= 1, 0 (auto) or -1 (TensorFlow's default), "
+                         f"got {threads_per_worker}")
+    threads = threads_per_worker or max(1, (cpus or os.cpu_count() or 1) // workers)
+    return {name: os.environ.get(name, str(threads)) for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")}
 
 
 def worker_command(train_args):
@@ -163,7 +178,10 @@ def main(argv):
     addresses = [f"{FLAGS.host}:{port}" for port in ports]
     command = worker_command(train_args)
     print(f"{PROG}: {FLAGS.workers} workers at {', '.join(addresses)} (chief: w0)", flush=True)
-    job = Job([command] * FLAGS.workers, addresses, grace=FLAGS.grace)
+    threads = thread_env(FLAGS.threads_per_worker, FLAGS.workers)
+    if threads:
+        print(f"{PROG}: {threads['TF_NUM_INTRAOP_THREADS']} intra-op threads per worker", flush=True)
+    job = Job([command] * FLAGS.workers, addresses, grace=FLAGS.grace, envs=[threads] * FLAGS.workers)
 
     def forward(*_):
         print(f"{PROG}: stopping: SIGTERM to every worker (each saves a checkpoint)", flush=True)
