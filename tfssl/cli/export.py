@@ -72,7 +72,10 @@ def main(_):
     model, config, path = restore_model(FLAGS.model_dir, FLAGS.checkpoint or None)
     projection, endpoints = _heads(model, config, path)
     common = dict(projection=projection, endpoints=endpoints, warmup=FLAGS.warmup,
-                  metadata={"method": config.method, "encoder": config.encoder,
+                  # A method with its own backbone (CPC's patch ResNet, AMDIM's encoder) names that model instead.
+                  metadata={"method": config.method,
+                            "encoder": config.encoder if config.options().reads_encoder_flags()
+                            else model.representation().name,
                             "width_multiplier": config.width_multiplier, "checkpoint": path,
                             "keep_proj_layer": getattr(config.options(), "keep_proj_layer", 0)})
     if FLAGS.export_dir:
