@@ -133,8 +133,8 @@ def test_eval_export_and_reload(reference_run, tmp_path):
 
 
 @pytest.mark.parametrize("flag, message", [
-    ("--method=nope", "unknown method 'nope'; choose one of barlow_twins, byol, dino, instdis, invaspread, moco_v1, "
-                      "moco_v2, moco_v3, simclr, simsiam, swav, vicreg"),
+    ("--method=nope", "unknown method 'nope'; choose one of amdim, barlow_twins, byol, cmc, cpc_v2, dino, instdis, "
+                      "invaspread, moco_v1, moco_v2, moco_v3, simclr, simsiam, swav, vicreg, yadim"),
     # Each case starts a Python with TensorFlow (~10-20 s); three run by default, the others with -m slow.
     pytest.param("--simclr_temperature=0", "--simclr_temperature must be > 0, got 0.0", marks=pytest.mark.slow),
     # The flat method flags before per-method options name the flag they became.

@@ -154,8 +154,8 @@ def test_per_replica_bn_control_is_far_outside_the_tolerance(simclr_runs):
 
 def test_non_chief_writes_nothing_outside_its_cleaned_temporary_directory(simclr_runs):
     root, output = simclr_runs
-    assert sorted(os.listdir(root / "chief")) == ["checkpoints", "flags.json", "metrics.csv", "tensorboard",
-                                                  "timing.json"]
+    assert sorted(os.listdir(root / "chief")) == ["checkpoints", "flags.json", "metrics.csv", "pictures",
+                                                  "tensorboard", "timing.json"]
     assert not (root / "worker1").exists()  # never created, let alone written
     assert os.listdir(root / "tmp1") == []  # its checkpoint copies were written there, then removed
     assert "[w1] Done: step 6 (worker 1 of 2" in output
