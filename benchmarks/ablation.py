@@ -61,12 +61,14 @@ def warmup_epochs(recipe, steps, batch=None, train_examples=54_000):
 
 
 def forward_flops(run_dir):
-    """Forward FLOPs per image of a run's representation (patch encoders counted once per patch)."""
-    from tfssl.encoders.flops import layer_forward_flops
+    """Forward FLOPs per image of a run's representation, traced at the run's image size (a patch encoder's
+    representation cuts the image into its patches, so every patch is counted)."""
+    from tfssl.encoders.flops import graph_forward_flops
     from tfssl.training import restore_model
 
-    model, _, _ = restore_model(run_dir)
-    return layer_forward_flops(model.representation()) * int(getattr(model, "patches_per_image", 1))
+    model, config, _ = restore_model(run_dir)
+    channels = int(model.representation().input.shape[-1])
+    return graph_forward_flops(model.representation(), (config.image_size, config.image_size, channels))
 
 
 def seconds_per_step(run_dir, pretrain_seconds, steps):
