@@ -7,6 +7,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tfssl  # noqa: E402,F401  (the library's environment defaults before any script loads TensorFlow)
 
 
 def peak_rss_mib():

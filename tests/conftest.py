@@ -2,8 +2,8 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import tfssl  # noqa: E402,F401  (the library's environment defaults before TensorFlow loads, as for users)
 import tensorflow as tf  # noqa: E402
 
 # Two logical CPU devices so MirroredStrategy tests can run on one physical CPU.
