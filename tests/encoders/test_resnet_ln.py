@@ -56,13 +56,16 @@ def _first_row_after_changing_the_others(model, training):
 
 @pytest.mark.parametrize("norm", ["layer", "channel"])
 def test_a_patch_output_does_not_depend_on_the_other_patches(norm):
+    # Tolerance 1e-5 absolute: oneDNN's convolutions choose their kernel (and summation order) by batch size, so
+    # one patch alone and the same patch in a batch of 4 round differently (measured 1.4e-6); a leak between
+    # patches (the positive control below) moves the row by more than 1e-3.
     model = build_resnet_ln("resnet18", width_multiplier=TINY, norm=norm)
     for training in (True, False):
         before, after = _first_row_after_changing_the_others(model, training)
-        np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)
         assert np.abs(before).max() > 1e-3
     single = np.asarray(model(_patches(4, 8, seed=1)[:1], training=True))[0]
-    np.testing.assert_allclose(single, before, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(single, before, rtol=1e-4, atol=1e-5)
 
 
 def test_positive_control_batch_norm_leaks_between_patches():
