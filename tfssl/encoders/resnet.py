@@ -30,6 +30,8 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+from tfssl.encoders.batch_norm import BatchNormalization
+
 # name -> (block type, number of residual blocks in each of the 4 stages); He et al. 2016 Table 1.
 RESNET_SPECS = {
     "resnet18": ("basic", (2, 2, 2, 2)),
@@ -118,8 +120,8 @@ def _conv(x, filters: int, kernel_size: int, strides: int, name: str):
 
 
 def _batch_norm(x, name: str, sync_bn: bool, zero_gamma: bool = False):
-    """Batch norm with the library-wide momentum/epsilon; `zero_gamma` for residual branches."""
-    return layers.BatchNormalization(
+    """Batch norm (fused kernel) with the library-wide momentum/epsilon; `zero_gamma` for residual branches."""
+    return BatchNormalization(
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
         synchronized=sync_bn,
