@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The main job: set up, pre-train SimCLR briefly on Fashion-MNIST, evaluate (linear probe + kNN beside a
 # random-init encoder), export the encoder as a SavedModel, and say where everything went.
-# About 5 minutes on 2 CPU cores with AVX-512 BF16 once .venv exists (700 steps in bfloat16; measured 5 min 11 s);
-# on AVX2-only CPUs (float32) a step was 4x slower (not timed at 700 steps). OUT (default runs/demo) holds the results;
+# About 5 minutes on 2 CPU cores with AVX-512 BF16 once .venv exists (400 steps in bfloat16);
+# about 12 minutes on AVX2-only CPUs (float32). OUT (default runs/demo) holds the results;
 # re-running resumes / reuses what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
 OUT=${OUT:-runs/demo}
-STEPS=${STEPS:-700}
+STEPS=${STEPS:-400}
 export TF_CPP_MIN_LOG_LEVEL=2
 
 echo "[demo] 1/3 pre-training SimCLR (ResNet-18 x0.25, CIFAR stem) for $STEPS steps of 256 images"

@@ -50,7 +50,6 @@ import functools
 import keras
 from keras import layers
 
-from tfssl.encoders.batch_norm import BatchNormalization
 from tfssl.encoders.resnet import BN_EPSILON, BN_MOMENTUM
 
 AMDIM_ENDPOINTS = ("r1", "r5", "r7")
@@ -136,7 +135,7 @@ def _conv(x, filters, kernel, strides, name, use_bias=False, initializer=None):
 
 
 def _batch_norm(x, name, sync_bn):
-    return BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=sync_bn, name=name)(x)
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=sync_bn, name=name)(x)
 
 
 def _residual_unit(x, n_out, kernel, strides, name, maybe_bn):

@@ -30,8 +30,6 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from tfssl.encoders.batch_norm import BatchNormalization
-
 # name -> (block type, number of residual blocks in each of the 4 stages); He et al. 2016 Table 1.
 RESNET_SPECS = {
     "resnet18": ("basic", (2, 2, 2, 2)),
@@ -120,8 +118,11 @@ def _conv(x, filters: int, kernel_size: int, strides: int, name: str):
 
 
 def _batch_norm(x, name: str, sync_bn: bool, zero_gamma: bool = False):
-    """Batch norm (fused kernel) with the library-wide momentum/epsilon; `zero_gamma` for residual branches."""
-    return BatchNormalization(
+    """Batch norm with the library-wide momentum/epsilon; `zero_gamma` for residual branches.
+
+    Keras 3's layer, not `tfssl.encoders.batch_norm.BatchNormalization` (fused, 1.42x faster step): with the
+    fused kernel SimSiam lost 2 points of linear accuracy at 3 epochs (README, regression check)."""
+    return layers.BatchNormalization(
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
         synchronized=sync_bn,
