@@ -37,6 +37,13 @@ def _np_backward(x, gamma, dy):
     return dx, dgamma, dbeta
 
 
+def _op_types(layer, shape):
+    """Op types of the graph of one training-mode call of `layer` on a `shape` float32 input."""
+    graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(
+        tf.TensorSpec(shape, tf.float32)).graph
+    return {op.type for op in graph.get_operations()}
+
+
 def test_training_forward_and_moving_statistics_match_numpy():
     x, layer = _inputs(), _layer()
     gamma, beta = layer.gamma.numpy(), layer.beta.numpy()
@@ -85,16 +92,10 @@ def test_without_scale_and_centre():
 
 def test_the_fused_kernel_is_used_for_images_and_not_for_vectors():
     """Positive control for the path taken: the traced graph holds the fused op only for 4-D inputs."""
-
-    def op_types(layer, shape):
-        graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(
-            tf.TensorSpec(shape, tf.float32)).graph
-        return {op.type for op in graph.get_operations()}
-
-    assert "FusedBatchNormV3" in op_types(_layer(), (2, 5, 4, 3))
+    assert "FusedBatchNormV3" in _op_types(_layer(), (2, 5, 4, 3))
     dense_bn = BatchNormalization(momentum=MOMENTUM, epsilon=EPS)
     dense_bn.build((None, 3))
-    assert "FusedBatchNormV3" not in op_types(dense_bn, (2, 3))
+    assert "FusedBatchNormV3" not in _op_types(dense_bn, (2, 3))
     x = _inputs((8, 3))
     want, _, _ = _np_forward(x[:, None, None, :].astype(np.float64), 1.0, 0.0)
     np.testing.assert_allclose(dense_bn(x, training=True).numpy(), want[:, 0, 0], rtol=1e-5, atol=1e-5)
@@ -135,6 +136,4 @@ def test_saves_and_loads_as_itself(tmp_path):
 def test_renormalisation_falls_back_to_keras():
     layer = BatchNormalization(renorm=True)
     layer.build((None, 5, 4, 3))
-    graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(
-        tf.TensorSpec((2, 5, 4, 3), tf.float32)).graph
-    assert "FusedBatchNormV3" not in {op.type for op in graph.get_operations()}
+    assert "FusedBatchNormV3" not in _op_types(layer, (2, 5, 4, 3))
